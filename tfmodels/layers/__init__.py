@@ -1,0 +1,13 @@
+"""Building blocks shared by every model family in tfmodels."""
+
+from tfmodels.layers.activations import get_activation
+from tfmodels.layers.attention import MultiHeadAttention, mask_to_bias
+from tfmodels.layers.feed_forward import FeedForward
+from tfmodels.layers.relative_position_bias import RelativePositionBias
+from tfmodels.layers.rms_norm import RMSNorm
+from tfmodels.layers.sinusoidal_position_embedding import (
+    SinusoidalPositionEmbedding,
+    padding_aware_position_ids,
+)
+from tfmodels.layers.transformer_layer import TransformerLayer
+from tfmodels.layers.transformer_stack import TransformerStack

@@ -1,0 +1,174 @@
+"""Multi-head attention shared by every model family, with a static-size KV cache."""
+
+import keras
+import tensorflow as tf
+
+# Additive bias for masked positions. The most negative float32, as the reference uses, so
+# a row with every key masked degrades to a uniform average instead of NaN.
+MASKED_BIAS = tf.float32.min
+
+
+def mask_to_bias(keep_mask):
+    """Turns a boolean "may attend" mask into an additive float32 bias (0 or MASKED_BIAS)."""
+    return tf.where(keep_mask, tf.constant(0.0, tf.float32), tf.constant(MASKED_BIAS, tf.float32))
+
+
+@keras.saving.register_keras_serializable(package="tfmodels")
+class MultiHeadAttention(keras.layers.Layer):
+    """Scaled (or unscaled, T5-style) dot-product attention over `num_heads` heads.
+
+    The caller passes everything position- or mask-related as one additive float32
+    `attention_bias` broadcastable to `[batch, heads, query_len, key_len]`, so the layer
+    itself is the same for relative-bias (T5) and absolute-position (M2M100) models.
+
+    Key/value caches are `(key, value)` pairs shaped `[batch, heads, cache_len, head_dim]`:
+    - self-attention while decoding: pass `cache` and the int32 scalar `cache_index`; the
+      new keys/values are written at `cache_index` (static shape, XLA-friendly) and the
+      updated cache is returned;
+    - cross-attention: pass `cache` without `cache_index`; it holds the encoder's projected
+      keys/values (from `project_key_value`) and is used as is.
+
+    Example:
+    >>> attention = MultiHeadAttention(num_heads=2, head_dim=4, hidden_dim=8)
+    >>> output, weights, cache = attention(tf.zeros([1, 3, 8]))
+    >>> output.shape
+    TensorShape([1, 3, 8])
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        head_dim,
+        hidden_dim,
+        use_bias=False,
+        scale_queries=False,
+        dropout=0.0,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.hidden_dim = hidden_dim
+        self.use_bias = use_bias
+        self.scale_queries = scale_queries
+        self.dropout = dropout
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        inner_dim = num_heads * head_dim
+
+        def dense(units, name):
+            return keras.layers.Dense(
+                units,
+                use_bias=use_bias,
+                kernel_initializer=self.kernel_initializer,
+                dtype=self.dtype_policy,
+                name=name,
+            )
+
+        self.query_dense = dense(inner_dim, "query")
+        self.key_dense = dense(inner_dim, "key")
+        self.value_dense = dense(inner_dim, "value")
+        self.output_dense = dense(hidden_dim, "output")
+        self.dropout_layer = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+
+    def build(self, query_shape, key_value_shape=None):
+        key_value_shape = key_value_shape or query_shape
+        self.query_dense.build(query_shape)
+        self.key_dense.build(key_value_shape)
+        self.value_dense.build(key_value_shape)
+        self.output_dense.build(tuple(query_shape[:-1]) + (self.num_heads * self.head_dim,))
+        super().build(query_shape)
+
+    def _split_heads(self, projected):
+        # [batch, length, heads * head_dim] -> [batch, heads, length, head_dim]
+        batch = tf.shape(projected)[0]
+        length = tf.shape(projected)[1]
+        split = tf.reshape(projected, [batch, length, self.num_heads, self.head_dim])
+        return tf.transpose(split, [0, 2, 1, 3])
+
+    def project_key_value(self, key_value_states):
+        """Projects encoder states once into the `(key, value)` cache for cross-attention."""
+        return (
+            self._split_heads(self.key_dense(key_value_states)),
+            self._split_heads(self.value_dense(key_value_states)),
+        )
+
+    def call(
+        self,
+        query_states,
+        key_value_states=None,
+        attention_bias=None,
+        cache=None,
+        cache_index=None,
+        training=False,
+        return_attention_weights=False,
+    ):
+        query_bhqd = self._split_heads(self.query_dense(query_states))
+        if self.scale_queries:
+            query_bhqd = query_bhqd * tf.cast(self.head_dim**-0.5, query_bhqd.dtype)
+
+        updated_cache = None
+        if cache is not None and cache_index is None:
+            key_bhkd, value_bhkd = cache  # precomputed cross-attention keys/values
+        else:
+            source = query_states if key_value_states is None else key_value_states
+            key_bhkd, value_bhkd = self.project_key_value(source)
+            if cache is not None:
+                # Write this step's keys/values into the static cache at `cache_index`.
+                start = [0, 0, tf.cast(cache_index, tf.int32), 0]
+                key_bhkd = tf.cast(key_bhkd, cache[0].dtype)
+                value_bhkd = tf.cast(value_bhkd, cache[1].dtype)
+                key_bhkd = _dynamic_update_slice(cache[0], key_bhkd, start)
+                value_bhkd = _dynamic_update_slice(cache[1], value_bhkd, start)
+                updated_cache = (key_bhkd, value_bhkd)
+
+        key_bhkd = tf.cast(key_bhkd, query_bhqd.dtype)
+        value_bhkd = tf.cast(value_bhkd, query_bhqd.dtype)
+        scores_bhqk = tf.matmul(query_bhqd, key_bhkd, transpose_b=True)
+        # Bias and softmax in float32: the mask bias does not fit bfloat16 ranges cleanly
+        # and the normaliser is where low precision hurts most.
+        scores_bhqk = tf.cast(scores_bhqk, tf.float32)
+        if attention_bias is not None:
+            scores_bhqk = scores_bhqk + attention_bias
+        weights_bhqk = tf.nn.softmax(scores_bhqk, axis=-1)
+        weights_bhqk = tf.cast(weights_bhqk, query_bhqd.dtype)
+        dropped_bhqk = self.dropout_layer(weights_bhqk, training=training)
+        context_bhqd = tf.matmul(dropped_bhqk, value_bhkd)
+        batch = tf.shape(context_bhqd)[0]
+        query_length = tf.shape(context_bhqd)[2]
+        context = tf.reshape(
+            tf.transpose(context_bhqd, [0, 2, 1, 3]),
+            [batch, query_length, self.num_heads * self.head_dim],
+        )
+        output = self.output_dense(context)
+        return output, (weights_bhqk if return_attention_weights else None), updated_cache
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "head_dim": self.head_dim,
+                "hidden_dim": self.hidden_dim,
+                "use_bias": self.use_bias,
+                "scale_queries": self.scale_queries,
+                "dropout": self.dropout,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            }
+        )
+        return config
+
+
+def _dynamic_update_slice(tensor, update, start_indices):
+    """Writes `update` into `tensor` at `start_indices` (int32 scalars).
+
+    TensorStridedSliceUpdate is a stock TensorFlow op with a kernel outside XLA too, so the
+    same graph serves the XLA and the plain-graph (TF Serving default) decoding paths.
+    """
+    return tf.raw_ops.TensorStridedSliceUpdate(
+        input=tensor,
+        begin=tf.stack(start_indices),
+        end=tf.stack(start_indices) + tf.shape(update),
+        strides=tf.ones([4], tf.int32),
+        value=update,
+    )

@@ -1,0 +1,183 @@
+"""One pre-norm transformer layer (encoder or decoder), shared by all model families."""
+
+import keras
+
+from tfmodels.layers.attention import MultiHeadAttention
+from tfmodels.layers.feed_forward import FeedForward
+from tfmodels.layers.rms_norm import RMSNorm
+
+NORM_TYPES = ("rms", "layer")
+
+
+def make_norm(norm_type, epsilon, dtype_policy, name):
+    """RMS norm (T5) or standard layer norm with bias (M2M100)."""
+    if norm_type == "rms":
+        return RMSNorm(epsilon=epsilon, dtype=dtype_policy, name=name)
+    if norm_type == "layer":
+        return keras.layers.LayerNormalization(epsilon=epsilon, dtype=dtype_policy, name=name)
+    raise ValueError(f"norm_type must be one of {NORM_TYPES}, got {norm_type!r}")
+
+
+@keras.saving.register_keras_serializable(package="tfmodels")
+class TransformerLayer(keras.layers.Layer):
+    """`x + dropout(sublayer(norm(x)))` for self-attention, cross-attention (decoder only)
+    and the feed-forward block.
+
+    Both T5 and M2M100 are pre-norm; they differ only in the norm type, projection
+    biases, query scaling and feed-forward kind, which are constructor arguments here.
+
+    Example:
+    >>> layer = TransformerLayer(hidden_dim=8, num_heads=2, head_dim=4,
+    ...                          intermediate_dim=16, is_decoder=False)
+    >>> hidden, weights, cache = layer(keras.ops.zeros([1, 3, 8]))
+    >>> hidden.shape
+    TensorShape([1, 3, 8])
+    """
+
+    def __init__(
+        self,
+        hidden_dim,
+        num_heads,
+        head_dim,
+        intermediate_dim,
+        activation="relu",
+        gated_ffn=False,
+        use_bias=False,
+        norm_type="rms",
+        norm_epsilon=1e-6,
+        scale_queries=False,
+        is_decoder=False,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hidden_dim = hidden_dim
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.intermediate_dim = intermediate_dim
+        self.activation = activation
+        self.gated_ffn = gated_ffn
+        self.use_bias = use_bias
+        self.norm_type = norm_type
+        self.norm_epsilon = norm_epsilon
+        self.scale_queries = scale_queries
+        self.is_decoder = is_decoder
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.activation_dropout = activation_dropout
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+        policy = self.dtype_policy
+
+        def attention(name):
+            return MultiHeadAttention(
+                num_heads=num_heads,
+                head_dim=head_dim,
+                hidden_dim=hidden_dim,
+                use_bias=use_bias,
+                scale_queries=scale_queries,
+                dropout=attention_dropout,
+                kernel_initializer=self.kernel_initializer,
+                dtype=policy,
+                name=name,
+            )
+
+        self.self_attention_norm = make_norm(norm_type, norm_epsilon, policy, "self_attention_norm")
+        self.self_attention = attention("self_attention")
+        if is_decoder:
+            self.cross_attention_norm = make_norm(
+                norm_type, norm_epsilon, policy, "cross_attention_norm"
+            )
+            self.cross_attention = attention("cross_attention")
+        else:
+            self.cross_attention_norm = None
+            self.cross_attention = None
+        self.feed_forward_norm = make_norm(norm_type, norm_epsilon, policy, "feed_forward_norm")
+        self.feed_forward = FeedForward(
+            hidden_dim=hidden_dim,
+            intermediate_dim=intermediate_dim,
+            activation=activation,
+            gated=gated_ffn,
+            use_bias=use_bias,
+            dropout=activation_dropout,
+            kernel_initializer=self.kernel_initializer,
+            dtype=policy,
+            name="feed_forward",
+        )
+        self.residual_dropout = keras.layers.Dropout(dropout, dtype=policy)
+
+    def build(self, input_shape, encoder_shape=None):
+        self.self_attention_norm.build(input_shape)
+        self.self_attention.build(input_shape)
+        if self.is_decoder:
+            encoder_shape = encoder_shape or input_shape
+            self.cross_attention_norm.build(input_shape)
+            self.cross_attention.build(input_shape, encoder_shape)
+        self.feed_forward_norm.build(input_shape)
+        self.feed_forward.build(input_shape)
+        super().build(input_shape)
+
+    def call(
+        self,
+        hidden_states,
+        self_attention_bias=None,
+        encoder_hidden_states=None,
+        cross_attention_bias=None,
+        self_attention_cache=None,
+        cross_attention_cache=None,
+        cache_index=None,
+        training=False,
+        return_attention_weights=False,
+    ):
+        """Returns `(hidden_states, (self_weights, cross_weights), updated_self_cache)`."""
+        attended, self_weights, updated_cache = self.self_attention(
+            self.self_attention_norm(hidden_states),
+            attention_bias=self_attention_bias,
+            cache=self_attention_cache,
+            cache_index=cache_index,
+            training=training,
+            return_attention_weights=return_attention_weights,
+        )
+        hidden_states = hidden_states + self.residual_dropout(attended, training=training)
+
+        cross_weights = None
+        if self.is_decoder:
+            attended, cross_weights, _ = self.cross_attention(
+                self.cross_attention_norm(hidden_states),
+                key_value_states=encoder_hidden_states,
+                attention_bias=cross_attention_bias,
+                cache=cross_attention_cache,
+                training=training,
+                return_attention_weights=return_attention_weights,
+            )
+            hidden_states = hidden_states + self.residual_dropout(attended, training=training)
+
+        transformed = self.feed_forward(self.feed_forward_norm(hidden_states), training=training)
+        hidden_states = hidden_states + self.residual_dropout(transformed, training=training)
+        return hidden_states, (self_weights, cross_weights), updated_cache
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "hidden_dim": self.hidden_dim,
+                "num_heads": self.num_heads,
+                "head_dim": self.head_dim,
+                "intermediate_dim": self.intermediate_dim,
+                "activation": self.activation,
+                "gated_ffn": self.gated_ffn,
+                "use_bias": self.use_bias,
+                "norm_type": self.norm_type,
+                "norm_epsilon": self.norm_epsilon,
+                "scale_queries": self.scale_queries,
+                "is_decoder": self.is_decoder,
+                "dropout": self.dropout,
+                "attention_dropout": self.attention_dropout,
+                "activation_dropout": self.activation_dropout,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            }
+        )
+        return config

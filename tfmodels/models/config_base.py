@@ -1,0 +1,114 @@
+"""Config-driven models: a dataclass config that reads and writes Hugging Face `config.json`."""
+
+import dataclasses
+import json
+import os
+from typing import Any, ClassVar, Dict
+
+CONFIG_NAME = "config.json"
+
+
+class ConfigError(ValueError):
+    """A config value is missing, has the wrong type or is out of range."""
+
+
+@dataclasses.dataclass
+class PretrainedConfig:
+    """Base for model configs. Subclasses declare the reference's fields as dataclass fields.
+
+    Keys of a `config.json` that the model does not use (architectures, versions, task
+    parameters) are kept in `extra` and written back unchanged, so a checkpoint returns
+    to the ecosystem with the metadata it came with.
+    """
+
+    model_type: ClassVar[str] = ""
+    extra: Dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self.validate()
+
+    # -- validation helpers ---------------------------------------------------------------
+    def validate(self):
+        """Raises ConfigError naming the first invalid field. Subclasses extend it."""
+
+    def _require_positive_int(self, *names):
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(
+                    f"{type(self).__name__}.{name} must be a positive integer, got {value!r}"
+                )
+
+    def _require_probability(self, *names):
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ConfigError(
+                    f"{type(self).__name__}.{name} must be a number in [0, 1), got {value!r}"
+                )
+
+    def _require_token_id(self, *names, optional=False):
+        for name in names:
+            value = getattr(self, name)
+            if value is None and optional:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not (
+                0 <= value < self.vocab_size
+            ):
+                raise ConfigError(
+                    f"{type(self).__name__}.{name} must be a token id in "
+                    f"[0, vocab_size={self.vocab_size}), got {value!r}"
+                )
+
+    # -- dict / json ----------------------------------------------------------------------
+    @classmethod
+    def field_names(cls):
+        return [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
+
+    @classmethod
+    def from_dict(cls, values):
+        """Builds a config from a `config.json`-style dict, keeping unknown keys in `extra`."""
+        values = dict(values)
+        model_type = values.get("model_type")
+        if model_type and cls.model_type and model_type not in cls.accepted_model_types():
+            raise ConfigError(
+                f"config.json has model_type={model_type!r}, but {cls.__name__} expects "
+                f"one of {sorted(cls.accepted_model_types())}"
+            )
+        known = {name: values.pop(name) for name in cls.field_names() if name in values}
+        values.pop("extra", None)
+        return cls(**known, extra=values)
+
+    @classmethod
+    def accepted_model_types(cls):
+        return {cls.model_type}
+
+    def to_dict(self):
+        values = dict(self.extra)
+        values.update({name: getattr(self, name) for name in self.field_names()})
+        values["model_type"] = self.model_type
+        return dict(sorted(values.items()))
+
+    @classmethod
+    def from_json_file(cls, path):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No config file at {path}")
+        with open(path, encoding="utf-8") as handle:
+            try:
+                values = json.load(handle)
+            except json.JSONDecodeError as error:
+                raise ConfigError(f"{path} is not valid JSON: {error}") from None
+        return cls.from_dict(values)
+
+    @classmethod
+    def from_pretrained(cls, directory):
+        """Reads `directory/config.json`."""
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"Checkpoint directory {directory!r} does not exist")
+        return cls.from_json_file(os.path.join(directory, CONFIG_NAME))
+
+    def save_pretrained(self, directory):
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, CONFIG_NAME), "w", encoding="utf-8") as handle:
+            json.dump(self.to_dict(), handle, indent=2, sort_keys=True)
+            handle.write("\n")

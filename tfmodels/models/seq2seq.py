@@ -1,0 +1,480 @@
+"""The encoder-decoder core every family builds on.
+
+A family (mT5, M2M100) supplies only what differs: its config, how token ids become
+input vectors, how stacks are configured, the LM head's tying/scaling and the names of
+its weights in Hugging Face checkpoints. Everything else — the call contract, loss,
+outputs, input checks, the incremental decoding API that generation drives, and
+checkpoint import/export — lives here once.
+"""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfmodels.layers.relative_position_bias import RelativePositionBias
+from tfmodels.layers.rms_norm import RMSNorm
+from tfmodels.layers.transformer_stack import TransformerStack
+from tfmodels.models.outputs import ModelOutput
+
+IGNORE_INDEX = -100
+
+
+# ----------------------------------------------------------------------------- input checks
+def as_id_tensor(name, value, required=True):
+    """Converts ids to an int32 `[batch, length]` tensor, or raises a ValueError naming the
+    problem (missing, wrong dtype, wrong rank, empty batch)."""
+    if value is None:
+        if required:
+            raise ValueError(f"{name} is required")
+        return None
+    if not tf.is_tensor(value):
+        array = np.asarray(value)
+        if array.dtype == object or array.dtype.kind not in "iub":
+            raise TypeError(
+                f"{name} must hold integer token ids, got an array of dtype {array.dtype}"
+            )
+        value = tf.convert_to_tensor(array)
+    if not (value.dtype.is_integer or value.dtype == tf.bool):
+        raise TypeError(f"{name} must hold integer token ids, got dtype {value.dtype.name}")
+    rank = value.shape.rank
+    if rank is not None and rank != 2:
+        raise ValueError(
+            f"{name} must have rank 2 [batch, length], got rank {rank} "
+            f"(shape {value.shape.as_list()})"
+        )
+    if value.shape.rank is not None and value.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {value.shape.as_list()})")
+    return tf.cast(value, tf.int32)
+
+
+def shift_tokens_right(labels, pad_token_id, decoder_start_token_id):
+    """Teacher-forcing decoder inputs: `[start] + labels[:-1]`, with -100 read as pad."""
+    labels = tf.cast(labels, tf.int32)
+    batch = tf.shape(labels)[0]
+    start = tf.fill([batch, 1], tf.constant(decoder_start_token_id, tf.int32))
+    shifted = tf.concat([start, labels[:, :-1]], axis=1)
+    return tf.where(tf.equal(shifted, IGNORE_INDEX), tf.constant(pad_token_id, tf.int32), shifted)
+
+
+def masked_token_loss(labels, logits):
+    """Mean cross-entropy over positions whose label is not -100 (the reference's loss)."""
+    labels = tf.cast(labels, tf.int32)
+    is_counted = tf.not_equal(labels, IGNORE_INDEX)
+    per_token = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.where(is_counted, labels, tf.zeros_like(labels)),
+        logits=tf.cast(logits, tf.float32),
+    )
+    counted = tf.cast(is_counted, tf.float32)
+    return tf.reduce_sum(per_token * counted) / tf.reduce_sum(counted)
+
+
+def _unpack_inputs(input_ids, kwargs):
+    """Lets `model(dict_of_inputs)` (what Keras `fit` does) mean `model(**dict_of_inputs)`."""
+    if isinstance(input_ids, dict):
+        merged = dict(input_ids)
+        merged.update({key: value for key, value in kwargs.items() if value is not None})
+        return merged.pop("input_ids", None), merged
+    return input_ids, kwargs
+
+
+# ------------------------------------------------------------------------------- base model
+class Seq2SeqModelBase(keras.Model):
+    """Shared embedding + encoder stack (+ decoder stack) built from a family config.
+
+    Subclasses set `config_class` and implement `stack_kwargs`, `embed_inputs` and
+    `hf_weight_names`; `has_decoder = False` gives an encoder-only model. Variables are
+    created at construction, so weights can be loaded (and `.keras` files restored)
+    without a first call.
+    """
+
+    config_class = None
+    has_decoder = True
+    has_lm_head = False
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(config, self.config_class):
+            raise TypeError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}, "
+                f"got {type(config).__name__}"
+            )
+        self.config = config
+        self.token_embedding = keras.layers.Embedding(
+            config.vocab_size,
+            config.d_model,
+            embeddings_initializer=self.embedding_initializer(),
+            dtype=self.dtype_policy,
+            name="shared",
+        )
+        self.encoder = TransformerStack(
+            **self.stack_kwargs(is_decoder=False), dtype=self.dtype_policy, name="encoder"
+        )
+        self.decoder = (
+            TransformerStack(
+                **self.stack_kwargs(is_decoder=True), dtype=self.dtype_policy, name="decoder"
+            )
+            if self.has_decoder
+            else None
+        )
+        self.lm_head = None
+        if self.has_lm_head and not self.tie_word_embeddings:
+            self.lm_head = keras.layers.Dense(
+                config.vocab_size,
+                use_bias=False,
+                kernel_initializer=self.embedding_initializer(),
+                dtype=self.dtype_policy,
+                name="lm_head",
+            )
+        self.create_family_layers()
+        self.build()
+
+    # -- what a family provides -----------------------------------------------------------
+    def stack_kwargs(self, is_decoder):
+        """Keyword arguments for `TransformerStack` built from the config."""
+        raise NotImplementedError
+
+    def embed_inputs(self, token_ids, is_decoder, past_length=0):
+        """`[batch, length]` ids -> `[batch, length, d_model]` input vectors."""
+        raise NotImplementedError
+
+    def hf_module_name(self, role, stack=None, index=None):
+        """The reference's module path for one of our sublayers, e.g. T5's
+        `("self_attention.query", "encoder", 0)` -> `"encoder.block.0.layer.0.SelfAttention.q"`.
+
+        Roles: `shared`, `lm_head`, `final_norm`, `relative_position_bias` (per stack) and,
+        per layer, `self_attention_norm`, `cross_attention_norm`, `feed_forward_norm`,
+        `{self,cross}_attention.{query,key,value,output}` and
+        `feed_forward.{intermediate,linear,output}`.
+        """
+        raise NotImplementedError
+
+    def hf_weight_aliases(self):
+        """`{hf_name: [other names the same tensor may be saved under]}` for tied weights."""
+        return {}
+
+    def create_family_layers(self):
+        """Creates family-specific sublayers (called before the model is built)."""
+
+    def embedding_initializer(self):
+        return keras.initializers.RandomNormal(stddev=1.0)
+
+    @property
+    def tie_word_embeddings(self):
+        return bool(getattr(self.config, "tie_word_embeddings", False))
+
+    def lm_head_input_scale(self):
+        """Factor applied to the decoder output before a tied LM head (1.0 = none)."""
+        return 1.0
+
+    # -- construction ---------------------------------------------------------------------
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        hidden_shape = (None, None, self.config.d_model)
+        self.token_embedding.build((None, None))
+        self.encoder.build(hidden_shape)
+        if self.decoder is not None:
+            self.decoder.build(hidden_shape, hidden_shape)
+        if self.lm_head is not None:
+            self.lm_head.build(hidden_shape)
+        self.built = True
+
+    def get_config(self):
+        return {"config": self.config.to_dict(), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        model_config = cls.config_class.from_dict(config.pop("config"))
+        config.pop("trainable", None)
+        dtype = config.pop("dtype", None)
+        return cls(model_config, name=config.get("name"), dtype=dtype)
+
+    def get_build_config(self):
+        return {}
+
+    def build_from_config(self, config):
+        self.build()
+
+    # -- the forward pass -----------------------------------------------------------------
+    def encode(self, input_ids, attention_mask=None, training=False,
+               output_hidden_states=False, output_attentions=False):
+        """Runs the encoder; returns its output dict (`last_hidden_state`, ...)."""
+        input_ids = as_id_tensor("input_ids", input_ids)
+        if attention_mask is not None:
+            attention_mask = as_id_tensor("attention_mask", attention_mask)
+        return self.encoder(
+            self.embed_inputs(input_ids, is_decoder=False),
+            padding_mask=attention_mask,
+            training=training,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+
+    def decode(self, decoder_input_ids, encoder_hidden_states, encoder_attention_mask=None,
+               decoder_attention_mask=None, training=False, output_hidden_states=False,
+               output_attentions=False):
+        """Runs the decoder over a whole (teacher-forced) sequence."""
+        decoder_input_ids = as_id_tensor("decoder_input_ids", decoder_input_ids)
+        if decoder_attention_mask is not None:
+            decoder_attention_mask = as_id_tensor("decoder_attention_mask", decoder_attention_mask)
+        return self.decoder(
+            self.embed_inputs(decoder_input_ids, is_decoder=True),
+            padding_mask=decoder_attention_mask,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_padding_mask=encoder_attention_mask,
+            training=training,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+
+    def compute_logits(self, decoder_hidden_states):
+        """LM head: float32 logits `[batch, length, vocab]`."""
+        if self.lm_head is not None:
+            logits = self.lm_head(decoder_hidden_states)
+        else:
+            scale = self.lm_head_input_scale()
+            if scale != 1.0:
+                decoder_hidden_states = decoder_hidden_states * tf.cast(
+                    scale, decoder_hidden_states.dtype
+                )
+            embedding_matrix = tf.cast(self.token_embedding.embeddings, decoder_hidden_states.dtype)
+            logits = tf.matmul(decoder_hidden_states, embedding_matrix, transpose_b=True)
+        return tf.cast(logits, tf.float32)
+
+    def call(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        decoder_input_ids=None,
+        decoder_attention_mask=None,
+        labels=None,
+        encoder_outputs=None,
+        training=False,
+        output_hidden_states=False,
+        output_attentions=False,
+    ):
+        input_ids, extra = _unpack_inputs(
+            input_ids,
+            dict(
+                attention_mask=attention_mask,
+                decoder_input_ids=decoder_input_ids,
+                decoder_attention_mask=decoder_attention_mask,
+                labels=labels,
+            ),
+        )
+        attention_mask = extra.get("attention_mask")
+        decoder_input_ids = extra.get("decoder_input_ids")
+        decoder_attention_mask = extra.get("decoder_attention_mask")
+        labels = extra.get("labels")
+        if attention_mask is not None:
+            attention_mask = as_id_tensor("attention_mask", attention_mask)
+
+        if encoder_outputs is None:
+            encoder_outputs = self.encode(
+                input_ids,
+                attention_mask,
+                training=training,
+                output_hidden_states=output_hidden_states,
+                output_attentions=output_attentions,
+            )
+        elif tf.is_tensor(encoder_outputs):
+            encoder_outputs = {"last_hidden_state": encoder_outputs}
+        if self.decoder is None:
+            return ModelOutput(**encoder_outputs)
+
+        if labels is not None:
+            labels = as_id_tensor("labels", labels)
+            if decoder_input_ids is None:
+                decoder_input_ids = shift_tokens_right(
+                    labels, self.config.pad_token_id, self.config.decoder_start_token_id
+                )
+        if decoder_input_ids is None:
+            raise ValueError(
+                "decoder_input_ids are required when no labels are given "
+                "(pass labels to derive them by shifting right, or call generate())"
+            )
+        decoder_outputs = self.decode(
+            decoder_input_ids,
+            encoder_outputs["last_hidden_state"],
+            encoder_attention_mask=attention_mask,
+            decoder_attention_mask=decoder_attention_mask,
+            training=training,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+        result = ModelOutput()
+        if self.has_lm_head:
+            logits = self.compute_logits(decoder_outputs["last_hidden_state"])
+            if labels is not None:
+                result["loss"] = masked_token_loss(labels, logits)
+            result["logits"] = logits
+        else:
+            result["last_hidden_state"] = decoder_outputs["last_hidden_state"]
+        for key in ("hidden_states", "attentions", "cross_attentions"):
+            if key in decoder_outputs:
+                result["decoder_" + key if key != "cross_attentions" else key] = decoder_outputs[key]
+        result["encoder_last_hidden_state"] = encoder_outputs["last_hidden_state"]
+        for key in ("hidden_states", "attentions"):
+            if key in encoder_outputs:
+                result["encoder_" + key] = encoder_outputs[key]
+        return result
+
+    # -- incremental decoding (what generation drives) ------------------------------------
+    def init_decoding_cache(self, encoder_hidden_states, max_length, cache_dtype=None):
+        """Zeroed self-attention caches for `max_length` decoder positions plus the
+        cross-attention keys/values projected once from the encoder output.
+
+        Returns `{"self": [(key, value)] * layers, "cross": [(key, value)] * layers}` with
+        every tensor `[batch, heads, length, head_dim]`.
+        """
+        cache_dtype = cache_dtype or self.compute_dtype
+        batch = tf.shape(encoder_hidden_states)[0]
+        heads = self.decoder.num_heads
+        shape = [batch, heads, max_length, self.decoder.head_dim]
+        self_caches, cross_caches = [], []
+        for layer in self.decoder.transformer_layers:
+            self_caches.append((tf.zeros(shape, cache_dtype), tf.zeros(shape, cache_dtype)))
+            cross_caches.append(layer.cross_attention.project_key_value(encoder_hidden_states))
+        return {"self": self_caches, "cross": cross_caches}
+
+    def decode_step(self, decoder_input_ids, cache, cache_index, encoder_attention_mask=None,
+                    decoder_padding_mask=None, return_hidden_states=False):
+        """Runs `[batch, new_len]` decoder tokens at positions `cache_index...` against the
+        cache. Returns `(logits [batch, new_len, vocab] float32, updated cache)`;
+        `decoder_padding_mask` (`[batch, max_length]`) marks cache slots to ignore."""
+        decoder_input_ids = tf.cast(decoder_input_ids, tf.int32)
+        outputs = self.decoder(
+            self.embed_inputs(decoder_input_ids, is_decoder=True, past_length=cache_index),
+            padding_mask=decoder_padding_mask,
+            encoder_padding_mask=encoder_attention_mask,
+            self_attention_caches=cache["self"],
+            cross_attention_caches=cache["cross"],
+            cache_index=cache_index,
+        )
+        hidden = outputs["last_hidden_state"]
+        new_cache = {"self": outputs["caches"], "cross": cache["cross"]}
+        if return_hidden_states:
+            return hidden, new_cache
+        return self.compute_logits(hidden), new_cache
+
+    # -- Hugging Face checkpoints ---------------------------------------------------------
+    def _sublayers_by_role(self):
+        """Yields `(role, stack_name, layer_index, keras_layer)` for every weighted sublayer."""
+        yield "shared", None, None, self.token_embedding
+        if self.lm_head is not None:
+            yield "lm_head", None, None, self.lm_head
+        for stack_name, stack in (("encoder", self.encoder), ("decoder", self.decoder)):
+            if stack is None:
+                continue
+            if stack.relative_position_bias is not None:
+                yield "relative_position_bias", stack_name, None, stack.relative_position_bias
+            yield "final_norm", stack_name, None, stack.final_norm
+            for index, layer in enumerate(stack.transformer_layers):
+                attentions = [("self_attention", layer.self_attention)]
+                norms = [("self_attention_norm", layer.self_attention_norm)]
+                if layer.cross_attention is not None:
+                    attentions.append(("cross_attention", layer.cross_attention))
+                    norms.append(("cross_attention_norm", layer.cross_attention_norm))
+                norms.append(("feed_forward_norm", layer.feed_forward_norm))
+                for role, norm in norms:
+                    yield role, stack_name, index, norm
+                for prefix, attention in attentions:
+                    for part in ("query", "key", "value", "output"):
+                        dense = getattr(attention, part + "_dense")
+                        yield f"{prefix}.{part}", stack_name, index, dense
+                ffn = layer.feed_forward
+                for part in ("intermediate", "linear", "output"):
+                    dense = getattr(ffn, part + "_dense")
+                    if dense is not None:
+                        yield f"feed_forward.{part}", stack_name, index, dense
+
+    def hf_weight_names(self):
+        """Yields `(hf_name, variable, transpose)` for every weight of the model."""
+        for role, stack_name, index, sublayer in self._sublayers_by_role():
+            module = self.hf_module_name(role, stack_name, index)
+            for suffix, variable, transpose in _reference_parameters(sublayer):
+                yield f"{module}.{suffix}", variable, transpose
+
+    def _weight_table(self):
+        return {name: (variable, transpose) for name, variable, transpose in self.hf_weight_names()}
+
+    def load_hf_state_dict(self, tensors):
+        """Assigns reference-named, PyTorch-layout numpy tensors to the model's variables.
+
+        Missing, unexpected and mis-shaped tensors are all reported in one ValueError.
+        """
+        from converters.state_dict import match_state_dict
+
+        table = self._weight_table()
+        expected_shapes = {
+            name: tuple(reversed(variable.shape)) if transpose else tuple(variable.shape)
+            for name, (variable, transpose) in table.items()
+        }
+        matched = match_state_dict(expected_shapes, tensors, self.hf_weight_aliases())
+        for name, array in matched.items():
+            variable, transpose = table[name]
+            array = np.asarray(array)
+            if transpose:
+                array = array.T
+            variable.assign(array.astype(variable.dtype))
+
+    def hf_state_dict(self):
+        """The model's weights as reference-named, PyTorch-layout numpy arrays."""
+        tensors = {}
+        for name, (variable, transpose) in self._weight_table().items():
+            array = np.asarray(variable.numpy())
+            tensors[name] = np.ascontiguousarray(array.T if transpose else array)
+        return tensors
+
+    @classmethod
+    def from_pretrained(cls, directory, allow_bin=False, dtype=None, **kwargs):
+        """Builds the model from `directory/config.json` and loads its weights from
+        `model.safetensors` (sharded too), `tf_model.h5`, or — only with
+        `allow_bin=True`, since it unpickles — `pytorch_model.bin`.
+
+        Example (with a checkpoint written by `save_pretrained`):
+        >>> model = MT5ForConditionalGeneration.from_pretrained("path/to/checkpoint")
+        """
+        from converters.checkpoint_files import read_checkpoint
+
+        config = cls.config_class.from_pretrained(directory)
+        model = cls(config, dtype=dtype, **kwargs)
+        tensors, _ = read_checkpoint(directory, allow_bin=allow_bin)
+        try:
+            model.load_hf_state_dict(tensors)
+        except ValueError as error:
+            raise ValueError(
+                f"Checkpoint {directory!r} does not match its config.json for "
+                f"{cls.__name__}:\n{error}"
+            ) from None
+        return model
+
+    def save_pretrained(self, directory, max_shard_size=None):
+        """Writes `config.json` + `model.safetensors` in the reference layout."""
+        from converters.checkpoint_files import write_checkpoint
+
+        os.makedirs(directory, exist_ok=True)
+        self.config.save_pretrained(directory)
+        write_checkpoint(directory, self.hf_state_dict(), max_shard_size=max_shard_size)
+
+
+def _reference_parameters(layer):
+    """`(suffix, variable, transpose)` for one sublayer in PyTorch naming and layout."""
+    if isinstance(layer, keras.layers.Dense):
+        # Keras kernels are [in, out]; torch.nn.Linear weights are [out, in].
+        params = [("weight", layer.kernel, True)]
+        if layer.use_bias:
+            params.append(("bias", layer.bias, False))
+        return params
+    if isinstance(layer, keras.layers.LayerNormalization):
+        return [("weight", layer.gamma, False), ("bias", layer.beta, False)]
+    if isinstance(layer, keras.layers.Embedding):
+        return [("weight", layer.embeddings, False)]
+    if isinstance(layer, RMSNorm):
+        return [("weight", layer.scale, False)]
+    if isinstance(layer, RelativePositionBias):
+        return [("weight", layer.embeddings, False)]
+    raise TypeError(f"No reference parameter layout for {type(layer).__name__}")
