@@ -46,6 +46,9 @@ class MultiHeadAttention(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         **kwargs,
     ):
+        # Float32 attention biases must not be autocast to the compute dtype (bfloat16
+        # turns the mask value into -inf); inputs arrive in the compute dtype already.
+        kwargs["autocast"] = False
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.head_dim = head_dim

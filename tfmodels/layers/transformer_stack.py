@@ -50,6 +50,9 @@ class TransformerStack(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         **kwargs,
     ):
+        # Float32 attention biases must not be autocast to the compute dtype (bfloat16
+        # turns the mask value into -inf); inputs arrive in the compute dtype already.
+        kwargs["autocast"] = False
         super().__init__(**kwargs)
         self.num_layers = num_layers
         self.hidden_dim = hidden_dim

@@ -360,6 +360,37 @@ class Seq2SeqModelBase(keras.Model):
             return hidden, new_cache
         return self.compute_logits(hidden), new_cache
 
+    # -- generation -----------------------------------------------------------------------
+    @property
+    def generation_config(self):
+        """The default `GenerationConfig` of `generate`: the checkpoint's
+        `generation_config.json` when `from_pretrained` found one, else derived from the
+        model config as the reference does."""
+        config = self.__dict__.get("_generation_config")
+        if config is None and self.has_lm_head:
+            from tfmodels.generation import GenerationConfig
+
+            config = GenerationConfig.from_model_config(self.config)
+            self.__dict__["_generation_config"] = config
+        return config
+
+    @generation_config.setter
+    def generation_config(self, value):
+        self.__dict__["_generation_config"] = value
+
+    def generate(self, input_ids=None, attention_mask=None, generation_config=None, **kwargs):
+        """Generates token ids (greedy, beam search or sampling) as one compiled graph.
+
+        See `tfmodels.generation.generate` for the options; they are the reference's.
+
+        Example:
+        >>> sequences = model.generate(input_ids, attention_mask=mask, num_beams=4,
+        ...                            max_new_tokens=32)  # doctest: +SKIP
+        """
+        from tfmodels.generation import generate
+
+        return generate(self, input_ids, attention_mask, generation_config, **kwargs)
+
     # -- Hugging Face checkpoints ---------------------------------------------------------
     def _sublayers_by_role(self):
         """Yields `(role, stack_name, layer_index, keras_layer)` for every weighted sublayer."""
@@ -450,14 +481,22 @@ class Seq2SeqModelBase(keras.Model):
                 f"Checkpoint {directory!r} does not match its config.json for "
                 f"{cls.__name__}:\n{error}"
             ) from None
+        if model.has_lm_head:
+            from tfmodels.generation import GENERATION_CONFIG_NAME, GenerationConfig
+
+            if os.path.isfile(os.path.join(directory, GENERATION_CONFIG_NAME)):
+                model.generation_config = GenerationConfig.from_pretrained(directory)
         return model
 
     def save_pretrained(self, directory, max_shard_size=None):
-        """Writes `config.json` + `model.safetensors` in the reference layout."""
+        """Writes `config.json` + `model.safetensors` (+ `generation_config.json` for
+        models with an LM head) in the reference layout."""
         from converters.checkpoint_files import write_checkpoint
 
         os.makedirs(directory, exist_ok=True)
         self.config.save_pretrained(directory)
+        if self.has_lm_head:
+            self.generation_config.save_pretrained(directory)
         write_checkpoint(directory, self.hf_state_dict(), max_shard_size=max_shard_size)
 
 

@@ -56,6 +56,9 @@ class MT5Family(Seq2SeqModelBase):
         aliases = [self.hf_prefix + "encoder.embed_tokens.weight"]
         if self.decoder is not None:
             aliases.append(self.hf_prefix + "decoder.embed_tokens.weight")
+        if self.has_lm_head and self.tie_word_embeddings:
+            # A tied head is the shared matrix; state dicts and .bin files list it too.
+            aliases.append("lm_head.weight")
         return {shared: aliases}
 
     def hf_module_name(self, role, stack=None, index=None):

@@ -1,0 +1,309 @@
+"""Helpers shared by the model test files: tiny configs, padded batches, the PyTorch
+reference (transformers) and comparisons.
+
+Nothing here imports torch or transformers at module level: torch-free runs import this
+file too (the golden-fixture tests).
+"""
+
+import json
+import os
+import shutil
+
+import numpy as np
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+FIXTURES_DIR = os.path.join(TESTS_DIR, "fixtures")
+GOLDEN_DIR = os.path.join(FIXTURES_DIR, "models")
+GOLDEN_MT5_DIR = os.path.join(GOLDEN_DIR, "mt5")
+GOLDEN_M2M100_DIR = os.path.join(GOLDEN_DIR, "m2m100")
+H5_REFERENCE_DIR = os.path.join(FIXTURES_DIR, "h5_reference")
+
+# The acceptance bounds of issues 2 and 4.
+LOGIT_RTOL = 1e-5  # max |ours - reference| / max |reference|
+LOSS_ATOL = 1e-4
+# Hidden states and attention weights: same relative bound, against each tensor's own max.
+HIDDEN_RTOL = 1e-5
+
+# ---------------------------------------------------------------------------- tiny configs
+# num_decoder_layers != num_layers and d_kv (12) != d_model / num_heads (32 / 3).
+TINY_MT5 = dict(
+    vocab_size=96,
+    d_model=32,
+    d_kv=12,
+    d_ff=48,
+    num_layers=2,
+    num_decoder_layers=3,
+    num_heads=3,
+    relative_attention_num_buckets=8,
+    relative_attention_max_distance=20,
+    feed_forward_proj="gated-gelu",
+    tie_word_embeddings=False,
+    dropout_rate=0.0,
+)
+
+# Different layer counts, head counts and ffn sizes in encoder and decoder.
+TINY_M2M100 = dict(
+    vocab_size=128,
+    d_model=32,
+    encoder_layers=2,
+    decoder_layers=3,
+    encoder_attention_heads=4,
+    decoder_attention_heads=2,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=48,
+    max_position_embeddings=24,
+    dropout=0.0,
+    attention_dropout=0.0,
+    activation_dropout=0.0,
+    encoder_layerdrop=0.0,
+    decoder_layerdrop=0.0,
+)
+
+# ------------------------------------------------------------------- real config.json files
+# google/mt5-small/config.json as published on the Hub.
+MT5_SMALL_CONFIG_JSON = {
+    "_name_or_path": "/home/patrick/hugging_face/t5/mt5-small",
+    "architectures": ["MT5ForConditionalGeneration"],
+    "d_ff": 1024,
+    "d_kv": 64,
+    "d_model": 512,
+    "decoder_start_token_id": 0,
+    "dropout_rate": 0.1,
+    "eos_token_id": 1,
+    "feed_forward_proj": "gated-gelu",
+    "initializer_factor": 1.0,
+    "is_encoder_decoder": True,
+    "layer_norm_epsilon": 1e-06,
+    "model_type": "mt5",
+    "num_decoder_layers": 8,
+    "num_heads": 6,
+    "num_layers": 8,
+    "pad_token_id": 0,
+    "relative_attention_num_buckets": 32,
+    "tie_word_embeddings": False,
+    "tokenizer_class": "T5Tokenizer",
+    "transformers_version": "4.10.0.dev0",
+    "use_cache": True,
+    "vocab_size": 250112,
+}
+
+# facebook/m2m100_418M/config.json as published on the Hub.
+M2M100_418M_CONFIG_JSON = {
+    "_name_or_path": "hf_models/m2m100_418M",
+    "activation_dropout": 0.0,
+    "activation_function": "relu",
+    "architectures": ["M2M100ForConditionalGeneration"],
+    "attention_dropout": 0.1,
+    "bos_token_id": 0,
+    "d_model": 1024,
+    "decoder_attention_heads": 16,
+    "decoder_ffn_dim": 4096,
+    "decoder_layerdrop": 0.05,
+    "decoder_layers": 12,
+    "decoder_start_token_id": 2,
+    "dropout": 0.1,
+    "early_stopping": True,
+    "encoder_attention_heads": 16,
+    "encoder_ffn_dim": 4096,
+    "encoder_layerdrop": 0.05,
+    "encoder_layers": 12,
+    "eos_token_id": 2,
+    "gradient_checkpointing": False,
+    "init_std": 0.02,
+    "is_encoder_decoder": True,
+    "max_length": 200,
+    "max_position_embeddings": 1024,
+    "model_type": "m2m_100",
+    "num_beams": 5,
+    "num_hidden_layers": 12,
+    "pad_token_id": 1,
+    "scale_embedding": True,
+    "transformers_version": "4.4.0.dev0",
+    "use_cache": True,
+    "vocab_size": 128112,
+}
+
+# Special ids of each family (the defaults of both configs).
+MT5_IDS = dict(pad=0, eos=1, start=0)
+M2M100_IDS = dict(pad=1, eos=2, start=2, bos=0)
+
+
+# --------------------------------------------------------------------------------- batches
+def make_batch(vocab_size, ids, source_lengths, target_lengths, padding_side="right", seed=0):
+    """A padded batch of mixed lengths, as int64 numpy arrays (what torch wants).
+
+    Returns `input_ids`, `attention_mask`, `decoder_input_ids` (`[start] + labels[:-1]`),
+    `decoder_attention_mask` and `labels` (-100 on padding). Sources and targets end with
+    eos; padding goes on `padding_side` ("right" or "left") of encoder AND decoder rows.
+    """
+    assert padding_side in ("right", "left")
+    assert len(source_lengths) == len(target_lengths)
+    rng = np.random.RandomState(seed)
+    first_plain_id = max(ids.values()) + 1
+    batch = len(source_lengths)
+    source_width, target_width = max(source_lengths), max(target_lengths)
+    input_ids = np.full((batch, source_width), ids["pad"], np.int64)
+    attention_mask = np.zeros((batch, source_width), np.int64)
+    decoder_input_ids = np.full((batch, target_width), ids["pad"], np.int64)
+    decoder_attention_mask = np.zeros((batch, target_width), np.int64)
+    labels = np.full((batch, target_width), -100, np.int64)
+
+    def span(length, width):
+        return slice(0, length) if padding_side == "right" else slice(width - length, width)
+
+    for row, (source_length, target_length) in enumerate(zip(source_lengths, target_lengths)):
+        source = rng.randint(first_plain_id, vocab_size, size=source_length)
+        source[-1] = ids["eos"]
+        input_ids[row, span(source_length, source_width)] = source
+        attention_mask[row, span(source_length, source_width)] = 1
+        target = rng.randint(first_plain_id, vocab_size, size=target_length)
+        target[-1] = ids["eos"]
+        labels[row, span(target_length, target_width)] = target
+        decoder_input_ids[row, span(target_length, target_width)] = np.concatenate(
+            [[ids["start"]], target[:-1]]
+        )
+        decoder_attention_mask[row, span(target_length, target_width)] = 1
+    return dict(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        decoder_input_ids=decoder_input_ids,
+        decoder_attention_mask=decoder_attention_mask,
+        labels=labels,
+    )
+
+
+def mt5_batch(padding_side="right", vocab_size=TINY_MT5["vocab_size"], seed=0,
+              source_lengths=(9, 5, 2, 7), target_lengths=(6, 3, 7, 1)):
+    return make_batch(vocab_size, MT5_IDS, source_lengths, target_lengths, padding_side, seed)
+
+
+def m2m100_batch(padding_side="right", vocab_size=TINY_M2M100["vocab_size"], seed=0,
+                 source_lengths=(9, 5, 2, 7), target_lengths=(6, 3, 7, 1)):
+    return make_batch(vocab_size, M2M100_IDS, source_lengths, target_lengths, padding_side, seed)
+
+
+def without(batch, *keys):
+    return {key: value for key, value in batch.items() if key not in keys}
+
+
+# ----------------------------------------------------------------------------- comparisons
+def max_rel_diff(actual, expected):
+    """max |actual - expected| / max |expected| (float)."""
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, f"shape {actual.shape} != reference {expected.shape}"
+    return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
+
+
+def assert_rel_close(actual, expected, rtol=LOGIT_RTOL, what="tensor"):
+    """Asserts `max_rel_diff(actual, expected) <= rtol`; returns the figure."""
+    actual = to_numpy(actual)
+    expected = to_numpy(expected)
+    assert np.all(np.isfinite(actual)), f"{what}: non-finite values"
+    relative = max_rel_diff(actual, expected)
+    assert relative <= rtol, f"{what}: max |diff| / max |reference| = {relative:.3g} > {rtol:g}"
+    return relative
+
+
+def assert_loss_close(actual, expected, atol=LOSS_ATOL):
+    actual, expected = float(to_numpy(actual)), float(to_numpy(expected))
+    difference = abs(actual - expected)
+    assert np.isfinite(actual) and difference <= atol, (
+        f"loss {actual!r} vs reference {expected!r}: |diff| = {difference:.3g} > {atol:g}"
+    )
+    return difference
+
+
+def to_numpy(value):
+    if hasattr(value, "detach"):  # torch tensor
+        return value.detach().cpu().float().numpy()
+    if hasattr(value, "numpy"):
+        return value.numpy()
+    return np.asarray(value)
+
+
+def assert_tensors_equal(actual, expected, what="tensors"):
+    """Same names (after `aliases`), and every tensor bit-identical (values, dtype, shape)."""
+    assert sorted(actual) == sorted(expected), (
+        f"{what}: names differ: only ours {sorted(set(actual) - set(expected))}, "
+        f"only reference {sorted(set(expected) - set(actual))}"
+    )
+    for name in expected:
+        a, e = np.asarray(actual[name]), np.asarray(expected[name])
+        assert a.dtype == e.dtype and a.shape == e.shape, (
+            f"{what}: {name}: {a.dtype}{a.shape} vs {e.dtype}{e.shape}"
+        )
+        assert np.array_equal(a, e), f"{what}: {name} differs"
+
+
+# --------------------------------------------------------------------- PyTorch reference
+def reference_model(transformers, class_name, config_values, seed=0, **config_overrides):
+    """A randomly initialised transformers model in eval mode (torch seeded with `seed`)."""
+    import torch
+
+    torch.manual_seed(seed)
+    config_class = transformers.MT5Config if class_name.startswith("MT5") else (
+        transformers.M2M100Config
+    )
+    config = config_class(**{**config_values, **config_overrides})
+    return getattr(transformers, class_name)(config).eval()
+
+
+def reference_state_dict(reference):
+    """The reference model's state dict as numpy arrays (PyTorch names and layout)."""
+    return {name: tensor.detach().cpu().numpy() for name, tensor in reference.state_dict().items()}
+
+
+def ours_from_reference(our_class, reference, dtype=None):
+    """Our model built from the reference's config dict and loaded with its weights."""
+    config = our_class.config_class.from_dict(json.loads(reference.config.to_json_string()))
+    model = our_class(config, dtype=dtype)
+    model.load_hf_state_dict(reference_state_dict(reference))
+    return model
+
+
+def run_reference(reference, batch, **kwargs):
+    """Runs the reference on numpy inputs under no_grad; returns its output object."""
+    import torch
+
+    with torch.no_grad():
+        return reference(**{key: torch.from_numpy(np.asarray(value)) for key, value in
+                            batch.items()}, **kwargs)
+
+
+# ------------------------------------------------------------------------- checkpoint dirs
+def copy_checkpoint(source, target):
+    """Copies a checkpoint folder (fixture folders are read-only to tests)."""
+    shutil.copytree(source, target)
+    for root, _, names in os.walk(target):
+        for name in names:
+            os.chmod(os.path.join(root, name), 0o644)
+    return target
+
+
+def folder_bytes(path):
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(path)
+        for name in names
+    )
+
+
+def rewrite_checkpoint(source, target, edit_tensors=None, edit_config=None):
+    """Copies checkpoint folder `source` to `target` as config.json + model.safetensors,
+    after `edit_tensors(dict)` / `edit_config(dict)` (in place) when given."""
+    from converters import read_checkpoint, write_checkpoint
+
+    tensors, _ = read_checkpoint(source)
+    tensors = {name: np.array(array) for name, array in tensors.items()}
+    with open(os.path.join(source, "config.json")) as handle:
+        config = json.load(handle)
+    if edit_tensors is not None:
+        edit_tensors(tensors)
+    if edit_config is not None:
+        edit_config(config)
+    os.makedirs(target, exist_ok=True)
+    with open(os.path.join(target, "config.json"), "w") as handle:
+        json.dump(config, handle)
+    write_checkpoint(target, tensors)
+    return str(target)

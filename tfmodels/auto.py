@@ -1,0 +1,40 @@
+"""Picks the model class from a checkpoint's `config.json` (`model_type`)."""
+
+import json
+import os
+
+from tfmodels.models.m2m100 import M2M100ForConditionalGeneration
+from tfmodels.models.mt5 import MT5ForConditionalGeneration
+
+SEQ2SEQ_LM_CLASSES = {
+    "mt5": MT5ForConditionalGeneration,
+    "t5": MT5ForConditionalGeneration,
+    "m2m_100": M2M100ForConditionalGeneration,
+}
+
+
+def seq2seq_lm_class_for(directory):
+    """The `*ForConditionalGeneration` class that loads the checkpoint in `directory`."""
+    config_path = os.path.join(directory, "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"No config.json in {directory!r}")
+    with open(config_path, encoding="utf-8") as handle:
+        model_type = json.load(handle).get("model_type")
+    try:
+        return SEQ2SEQ_LM_CLASSES[model_type]
+    except KeyError:
+        raise ValueError(
+            f"{config_path} has model_type={model_type!r}; tfmodels supports "
+            f"{sorted(SEQ2SEQ_LM_CLASSES)}"
+        ) from None
+
+
+def load_seq2seq_lm(directory, allow_bin=False, dtype=None):
+    """Loads any supported checkpoint as its `*ForConditionalGeneration` model.
+
+    Example:
+    >>> model = load_seq2seq_lm("path/to/checkpoint")
+    """
+    return seq2seq_lm_class_for(directory).from_pretrained(
+        directory, allow_bin=allow_bin, dtype=dtype
+    )

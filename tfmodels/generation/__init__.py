@@ -1,0 +1,29 @@
+"""Text generation for the encoder-decoder models: greedy, beam search, sampling.
+
+`generate(model, input_ids, ...)` (also `model.generate(...)`) mirrors the reference's
+`generate` options and output layout and runs as one compiled graph per shape bucket;
+`generate_graph` is the same computation for exporters.
+"""
+
+from tfmodels.generation.generate import (
+    GenerateOutput,
+    bucket_size,
+    clear_compiled_functions,
+    compiled_functions,
+    generate,
+    trace_count,
+)
+from tfmodels.generation.generation_config import GENERATION_CONFIG_NAME, GenerationConfig
+from tfmodels.generation.graph import generate_graph
+
+__all__ = [
+    "GENERATION_CONFIG_NAME",
+    "GenerateOutput",
+    "GenerationConfig",
+    "bucket_size",
+    "clear_compiled_functions",
+    "compiled_functions",
+    "generate",
+    "generate_graph",
+    "trace_count",
+]

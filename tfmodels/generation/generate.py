@@ -1,0 +1,300 @@
+"""`generate`: input checks, shape buckets and an LRU cache of compiled search functions.
+
+A call pads its batch and source length up to a bucket (1, 2, 3, 4, 6, 8, 12, 16, 24, ...:
+powers of two and their midpoints, so padding wastes at most a third), and the token
+buffer / KV cache to a bucket of `max_length`. Each `(bucket, static options)` pair is
+traced and compiled once and kept in a per-model LRU cache, so a long-running process
+compiles a bounded number of functions whatever lengths it sees. Run-time options
+(lengths, penalties, temperature, seed, forced BOS ids) are tensors and never recompile.
+"""
+
+import collections
+import threading
+import weakref
+
+import numpy as np
+import tensorflow as tf
+
+from tfmodels.generation.graph import INPUT_DTYPES, input_signature, run_search
+from tfmodels.generation.options import (
+    make_plan,
+    resolve_generation_config,
+    resolve_lengths,
+    runtime_values,
+    special_tokens,
+)
+from tfmodels.models.outputs import ModelOutput
+
+# How many compiled searches one model keeps (least recently used ones are dropped).
+MAX_CACHED_FUNCTIONS = 32
+MIN_SOURCE_BUCKET = 8
+MIN_BUFFER_BUCKET = 8
+
+_function_caches = weakref.WeakKeyDictionary()  # model -> OrderedDict(key -> tf.function)
+_cache_lock = threading.Lock()
+_trace_count = [0]
+
+
+class GenerateOutput(ModelOutput):
+    """`sequences` `[batch * num_return_sequences, length]` int32 and, for beam search,
+    `sequences_scores` (length-penalised log-probabilities) — as the reference returns
+    with `return_dict_in_generate=True`."""
+
+
+def bucket_size(n, minimum=1):
+    """Smallest bucket >= max(n, minimum); buckets are 2**k and 3 * 2**(k-1).
+
+    >>> [bucket_size(n) for n in (1, 3, 5, 7, 9, 13, 17, 25, 33)]
+    [1, 3, 6, 8, 12, 16, 24, 32, 48]
+    """
+    n = max(int(n), int(minimum), 1)
+    power = 1
+    while power < n:
+        if power >= 2 and power + power // 2 >= n:
+            return power + power // 2
+        power *= 2
+    return power
+
+
+def trace_count():
+    """How many search graphs have been traced in this process (for tests and logging)."""
+    return _trace_count[0]
+
+
+def compiled_functions(model):
+    """The model's cache of compiled searches: an OrderedDict keyed by
+    `(SearchPlan, jit_compile)`, most recently used last."""
+    with _cache_lock:
+        return _function_caches.setdefault(model, collections.OrderedDict())
+
+
+def clear_compiled_functions(model=None):
+    with _cache_lock:
+        if model is None:
+            _function_caches.clear()
+        else:
+            _function_caches.pop(model, None)
+
+
+def _compiled_search(model, plan, jit_compile):
+    cache = compiled_functions(model)
+    key = (plan, bool(jit_compile))
+    with _cache_lock:
+        function = cache.get(key)
+        if function is not None:
+            cache.move_to_end(key)
+            return function
+    model_ref = weakref.ref(model)  # the compiled function must not keep the model alive
+
+    def search_fn(inputs):
+        _trace_count[0] += 1
+        return run_search(model_ref(), plan, inputs)
+
+    function = tf.function(
+        search_fn,
+        input_signature=[input_signature(plan)],
+        jit_compile=bool(jit_compile),
+        reduce_retracing=False,
+    )
+    with _cache_lock:
+        cache[key] = function
+        while len(cache) > MAX_CACHED_FUNCTIONS:
+            cache.popitem(last=False)
+    return function
+
+
+# ----------------------------------------------------------------------------- input checks
+def _as_int_matrix(name, value):
+    if tf.is_tensor(value) and not hasattr(value, "numpy"):
+        raise TypeError(
+            f"generate() runs eagerly and got a symbolic {name}; inside a tf.function use "
+            "tfmodels.generation.generate_graph"
+        )
+    array = value.numpy() if tf.is_tensor(value) else np.asarray(value)
+    if array.dtype == object or array.dtype.kind not in "iub":
+        raise TypeError(f"{name} must hold integer token ids, got dtype {array.dtype}")
+    if array.ndim != 2:
+        raise ValueError(f"{name} must have rank 2 [batch, length], got shape {list(array.shape)}")
+    if array.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {list(array.shape)})")
+    if array.shape[1] == 0:
+        raise ValueError(f"{name} has no tokens (shape {list(array.shape)})")
+    return array.astype(np.int64)
+
+
+def _check_token_range(name, array, vocab_size):
+    if array.size and (array.min() < 0 or array.max() >= vocab_size):
+        bad = array[(array < 0) | (array >= vocab_size)][0]
+        raise ValueError(f"{name} holds token id {bad}, outside the vocabulary [0, {vocab_size})")
+
+
+def _forced_bos_ids(value, batch, vocab_size):
+    """None, an int, or `[batch]` ints -> None or a `[batch]` int32 array."""
+    if value is None:
+        return None
+    if tf.is_tensor(value):
+        value = value.numpy()
+    array = np.asarray(value)
+    if array.dtype == object or array.dtype.kind not in "iu":
+        raise TypeError(f"forced_bos_token_id must be an int or [batch] ints, got {value!r}")
+    if array.ndim == 0:
+        array = np.full([batch], int(array))
+    if array.shape != (batch,):
+        raise ValueError(
+            f"forced_bos_token_id must be a scalar or have shape [batch]=[{batch}], "
+            f"got shape {list(array.shape)}"
+        )
+    _check_token_range("forced_bos_token_id", array, vocab_size)
+    return array.astype(np.int32)
+
+
+def _default_seed():
+    # Follows tf.random.set_seed, so seeded programs sample reproducibly without `seed=`.
+    return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32).numpy()
+
+
+def _seed_array(seed):
+    if seed is None:
+        return _default_seed()
+    if tf.is_tensor(seed):
+        seed = seed.numpy()
+    array = np.asarray(seed)
+    if array.dtype.kind not in "iu" or array.ndim > 1 or (array.ndim == 1 and array.shape[0] != 2):
+        raise ValueError(f"seed must be an int or a pair of ints, got {seed!r}")
+    if array.ndim == 0:
+        value = int(array)
+        array = np.array([value & 0x7FFFFFFF, (value >> 31) & 0x7FFFFFFF])
+    return array.astype(np.int64).astype(np.int32)
+
+
+# --------------------------------------------------------------------------------- generate
+def generate(
+    model,
+    input_ids=None,
+    attention_mask=None,
+    generation_config=None,
+    *,
+    decoder_input_ids=None,
+    seed=None,
+    jit_compile=True,
+    **options,
+):
+    """Generates token ids with an encoder-decoder model, as the reference's `generate`.
+
+    Args:
+        model: a `Seq2SeqModelBase` with an LM head (mT5, M2M100).
+        input_ids: `[batch, length]` ints, right-padded.
+        attention_mask: `[batch, length]` 0/1; defaults to `input_ids != pad_token_id`
+            when the input holds pad tokens (and pad is not EOS), else all ones.
+        generation_config: a `GenerationConfig`; defaults to `model.generation_config`.
+        decoder_input_ids: optional `[batch, prompt_length]` decoder prompt; the decoder
+            start token is prepended unless every row already starts with it.
+        seed: int or `[2]` ints for sampling (default: drawn from TF's global seed).
+        jit_compile: True (default) compiles the search with XLA; False runs the same
+            graph without it (what TF Serving runs); both give the same ids.
+        **options: any `GenerationConfig` field (`max_new_tokens`, `num_beams`,
+            `do_sample`, `forced_bos_token_id` (int or `[batch]`), ...).
+
+    Returns:
+        `[batch * num_return_sequences, length]` int32 sequences (decoder start token
+        first, pad after EOS), or a `GenerateOutput` with `sequences` and
+        `sequences_scores` when `return_dict_in_generate=True`.
+
+    Example:
+    >>> from tfmodels import MT5Config, MT5ForConditionalGeneration
+    >>> model = MT5ForConditionalGeneration(MT5Config(
+    ...     vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2))
+    >>> out = model.generate([[5, 6, 7, 1]], max_new_tokens=4, num_beams=2)
+    >>> out.shape[0], int(out[0, 0])
+    (1, 0)
+    """
+    if not getattr(model, "has_lm_head", False) or getattr(model, "decoder", None) is None:
+        raise TypeError(f"{type(model).__name__} has no LM head: generate() needs a "
+                        "...ForConditionalGeneration model")
+    if input_ids is None:
+        raise ValueError("generate() needs input_ids (the encoder input)")
+    max_length_was_passed = options.get("max_length") is not None
+    forced_bos_option = options.pop("forced_bos_token_id", None)
+    config = resolve_generation_config(model, generation_config, options)
+    if forced_bos_option is None:
+        forced_bos_option = config.forced_bos_token_id
+    vocab_size = int(model.config.vocab_size)
+    start, pad, eos_ids = special_tokens(model, config)
+
+    ids = _as_int_matrix("input_ids", input_ids)
+    batch, source_length = ids.shape
+    _check_token_range("input_ids", ids, vocab_size)
+    if attention_mask is None:
+        if pad in ids and pad not in eos_ids:
+            mask = (ids != pad).astype(np.int64)
+        else:
+            mask = np.ones_like(ids)
+    else:
+        mask = _as_int_matrix("attention_mask", attention_mask)
+        if mask.shape != ids.shape:
+            raise ValueError(
+                f"attention_mask shape {list(mask.shape)} does not match input_ids shape "
+                f"{list(ids.shape)}"
+            )
+        if not np.isin(mask, (0, 1)).all():
+            raise ValueError("attention_mask must hold only 0 and 1")
+    empty_rows = np.flatnonzero(mask.sum(axis=1) == 0)
+    if empty_rows.size:
+        raise ValueError(f"input rows {empty_rows.tolist()} have no attended tokens (all-zero mask)")
+
+    if decoder_input_ids is None:
+        prompt = np.full([batch, 1], start, np.int64)
+    else:
+        prompt = _as_int_matrix("decoder_input_ids", decoder_input_ids)
+        if prompt.shape[0] != batch:
+            raise ValueError(
+                f"decoder_input_ids has batch {prompt.shape[0]}, input_ids has {batch}"
+            )
+        _check_token_range("decoder_input_ids", prompt, vocab_size)
+        if (prompt[:, 0] != start).all():
+            prompt = np.concatenate([np.full([batch, 1], start, np.int64), prompt], axis=1)
+    forced_bos = _forced_bos_ids(forced_bos_option, batch, vocab_size)
+
+    lengths = resolve_lengths(model, config, prompt.shape[1], max_length_was_passed)
+    batch_bucket = bucket_size(batch)
+    source_bucket = bucket_size(source_length, MIN_SOURCE_BUCKET)
+    buffer_bucket = bucket_size(lengths.max_length, MIN_BUFFER_BUCKET)
+    plan = make_plan(
+        model, config, lengths, batch_size=batch_bucket, source_length=source_bucket,
+        buffer_length=buffer_bucket, has_forced_bos=forced_bos is not None,
+    )
+
+    # Pad the batch with copies of row 0 (inactive) and the source with masked pad tokens.
+    def pad_batch(array):
+        if batch_bucket == batch:
+            return array
+        filler = np.repeat(array[:1], batch_bucket - batch, axis=0)
+        return np.concatenate([array, filler], axis=0)
+
+    def pad_source(array, value):
+        return np.pad(array, [(0, 0), (0, source_bucket - source_length)], constant_values=value)
+
+    inputs = {
+        "input_ids": pad_batch(pad_source(ids, pad)),
+        "attention_mask": pad_batch(pad_source(mask, 0)),
+        "is_active": np.arange(batch_bucket) < batch,
+        "decoder_prompt": pad_batch(prompt),
+        "forced_bos_token_id": pad_batch(
+            forced_bos if forced_bos is not None else np.full([batch], -1, np.int32)
+        ),
+        "seed": _seed_array(seed) if config.do_sample else np.zeros([2], np.int32),
+    }
+    inputs.update(runtime_values(config, lengths, buffer_bucket))
+    tensors = {name: tf.constant(value, dtype=INPUT_DTYPES[name]) for name, value in inputs.items()}
+    outputs = _compiled_search(model, plan, jit_compile)(tensors)
+
+    real_rows = batch * plan.rows_out
+    row_lengths = outputs["lengths"].numpy()[:real_rows]
+    longest = int(row_lengths.max())
+    sequences = tf.constant(outputs["sequences"].numpy()[:real_rows, :longest], tf.int32)
+    if not config.return_dict_in_generate:
+        return sequences
+    scores = None
+    if plan.num_beams > 1:
+        scores = tf.constant(outputs["sequences_scores"].numpy()[:real_rows], tf.float32)
+    return GenerateOutput(sequences=sequences, sequences_scores=scores)

@@ -1,0 +1,240 @@
+"""The whole generation as one graph: encoder once, cross-attention K/V once, the search loop.
+
+`run_search(model, plan, inputs)` is what the compiled functions of `generate` trace.
+`generate_graph(...)` is the same thing for exporters: call it inside your own
+`tf.function` (string in, string out, with a tokenizer around it) and save that; it uses
+stock TensorFlow ops only, runs with or without XLA, and returns sequences cropped to
+the longest row.
+"""
+
+import tensorflow as tf
+
+from tfmodels.generation import random as gen_random
+from tfmodels.generation import search
+from tfmodels.generation.logits_processors import LogitsProcessing, ProcessorValues
+from tfmodels.generation.options import (
+    make_plan,
+    resolve_generation_config,
+    resolve_lengths,
+    runtime_values,
+    special_tokens,
+)
+
+# Names and dtypes of the tensors a compiled search takes (shapes follow the plan).
+INPUT_DTYPES = {
+    "input_ids": tf.int32,  # [batch, source_length]
+    "attention_mask": tf.int32,  # [batch, source_length]
+    "is_active": tf.bool,  # [batch]: False for batch padding
+    "decoder_prompt": tf.int32,  # [batch, prompt_length], start token first
+    "forced_bos_token_id": tf.int32,  # [batch], -1 = none
+    "max_length": tf.int32,  # scalar
+    "min_length": tf.int32,  # scalar
+    "repetition_penalty": tf.float32,  # scalar
+    "temperature": tf.float32,  # scalar
+    "top_p": tf.float32,  # scalar
+    "length_penalty_table": tf.float32,  # [buffer_length + 1]
+    "heuristic_uses_max_length": tf.bool,  # scalar
+    "seed": tf.int32,  # [2]
+}
+
+
+def input_signature(plan):
+    """`{name: tf.TensorSpec}` of a compiled search for `plan`."""
+    batch, source = plan.batch_size, plan.source_length
+    shapes = {
+        "input_ids": [batch, source],
+        "attention_mask": [batch, source],
+        "is_active": [batch],
+        "decoder_prompt": [batch, plan.prompt_length],
+        "forced_bos_token_id": [batch],
+        "length_penalty_table": [plan.buffer_length + 1],
+        "seed": [2],
+    }
+    return {
+        name: tf.TensorSpec(shapes.get(name, []), dtype, name=name)
+        for name, dtype in INPUT_DTYPES.items()
+    }
+
+
+def _repeat_rows(tensor, times):
+    return tensor if times == 1 else tf.repeat(tensor, times, axis=0)
+
+
+def run_search(model, plan, inputs):
+    """Encoder + decoding loop for one `SearchPlan`; `inputs` as in `INPUT_DTYPES`.
+
+    Returns `{"sequences": [batch * num_return_sequences, buffer_length] int32,
+    "sequences_scores": [...] float32 (beam search; zeros otherwise),
+    "lengths": [...] int32}` (total lengths, prompt included; batch padding rows report
+    `prompt_length`).
+    """
+    expansion = plan.expansion
+    prompt_length = plan.prompt_length
+    buffer_length = plan.buffer_length
+
+    # Encoder once per input row; its projected K/V and mask are repeated per beam/sample.
+    encoder_mask = inputs["attention_mask"]
+    encoder_states = model.encode(inputs["input_ids"], encoder_mask)["last_hidden_state"]
+    cache = model.init_decoding_cache(encoder_states, buffer_length)
+    self_cache = [
+        (_repeat_rows(key, expansion), _repeat_rows(value, expansion)) for key, value in cache["self"]
+    ]
+    cross_cache = [
+        (_repeat_rows(key, expansion), _repeat_rows(value, expansion)) for key, value in cache["cross"]
+    ]
+    encoder_mask = _repeat_rows(encoder_mask, expansion)
+    is_active_rows = _repeat_rows(inputs["is_active"], expansion)
+    prompt = _repeat_rows(inputs["decoder_prompt"], expansion)
+    rows = tf.shape(prompt)[0]
+
+    def step_fn(token_ids, self_cache, cache_index):
+        logits, new_cache = model.decode_step(
+            token_ids,
+            {"self": self_cache, "cross": cross_cache},
+            cache_index,
+            encoder_attention_mask=encoder_mask,
+        )
+        return logits[:, -1, :], new_cache["self"]
+
+    def reorder_fn(self_cache, row_indices):
+        return [(tf.gather(key, row_indices), tf.gather(value, row_indices)) for key, value in self_cache]
+
+    if prompt_length > 1:
+        # Prefill all prompt tokens but the last (which the first loop step feeds); the LM
+        # head is not needed for them.
+        _, prefilled = model.decode_step(
+            prompt[:, : prompt_length - 1],
+            {"self": self_cache, "cross": cross_cache},
+            tf.constant(0, tf.int32),
+            encoder_attention_mask=encoder_mask,
+            return_hidden_states=True,
+        )
+        self_cache = prefilled["self"]
+
+    spec = plan.processors
+    values = ProcessorValues(
+        max_length=inputs["max_length"],
+        min_length=inputs["min_length"],
+        repetition_penalty=inputs["repetition_penalty"],
+        temperature=inputs["temperature"],
+        top_p=inputs["top_p"],
+        forced_bos_token_id=(
+            _repeat_rows(inputs["forced_bos_token_id"], expansion) if spec.use_forced_bos else None
+        ),
+    )
+    process_fn = LogitsProcessing(spec, values)
+    random_key = gen_random.seed_key(inputs["seed"]) if plan.do_sample else None
+
+    fill = tf.fill([rows, buffer_length - prompt_length], tf.constant(plan.fill_token_id, tf.int32))
+    sequences = tf.concat([prompt, fill], axis=1)
+    sequences = tf.ensure_shape(sequences, [None, buffer_length])
+
+    if plan.num_beams == 1:
+        sequences, lengths = search.greedy_search(
+            step_fn,
+            self_cache,
+            sequences,
+            prompt_length,
+            inputs["max_length"],
+            process_fn,
+            is_active_rows,
+            plan.eos_token_ids,
+            plan.pad_token_id,
+            do_sample=plan.do_sample,
+            random_key=random_key,
+        )
+        scores = tf.zeros(tf.shape(lengths), tf.float32)
+        active_out = is_active_rows
+    else:
+        sequences, scores, lengths = search.beam_search(
+            step_fn,
+            reorder_fn,
+            self_cache,
+            sequences,
+            prompt_length,
+            inputs["max_length"],
+            process_fn,
+            inputs["is_active"],
+            plan.num_beams,
+            spec.vocab_size,
+            plan.eos_token_ids,
+            inputs["length_penalty_table"],
+            plan.early_stopping,
+            inputs["heuristic_uses_max_length"],
+            plan.num_return_sequences,
+            do_sample=plan.do_sample,
+            random_key=random_key,
+        )
+        active_out = _repeat_rows(inputs["is_active"], plan.num_return_sequences)
+    lengths = tf.where(active_out, lengths, tf.constant(prompt_length, tf.int32))
+    return {"sequences": sequences, "sequences_scores": scores, "lengths": lengths}
+
+
+def generate_graph(
+    model,
+    input_ids,
+    attention_mask,
+    forced_bos_token_id=None,
+    *,
+    decoder_input_ids=None,
+    generation_config=None,
+    seed=None,
+    **options,
+):
+    """Generation with graph-only ops, for use inside an exporter's own `tf.function`.
+
+    Args:
+        input_ids, attention_mask: `[batch, length]` int tensors (any static or dynamic
+            shape; right padding).
+        forced_bos_token_id: None, or a `[batch]` int tensor of per-example forced first
+            tokens (M2M100 target languages); -1 means "not forced" for that example.
+        decoder_input_ids: optional `[batch, prompt_length]` decoder prompt (static
+            length) starting with the decoder start token.
+        generation_config / options: as for `generate`; resolved at trace time, so they
+            are constants of the traced graph.
+        seed: `[2]` int32 tensor (sampling only); defaults to zeros.
+
+    Returns:
+        `{"sequences": [batch * num_return_sequences, longest] int32,
+          "sequences_scores": [...] float32, "lengths": [...] int32}`.
+
+    Example:
+    >>> @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)] * 2)
+    ... def serve(input_ids, attention_mask):
+    ...     return generate_graph(model, input_ids, attention_mask, max_new_tokens=16)
+    """
+    config = resolve_generation_config(model, generation_config, options)
+    start, pad, _ = special_tokens(model, config)
+    input_ids = tf.cast(input_ids, tf.int32)
+    attention_mask = tf.cast(attention_mask, tf.int32)
+    batch = tf.shape(input_ids)[0]
+    if decoder_input_ids is None:
+        prompt = tf.fill([batch, 1], tf.constant(start, tf.int32))
+    else:
+        prompt = tf.cast(decoder_input_ids, tf.int32)
+    prompt_length = prompt.shape[1]
+    if prompt_length is None:
+        raise ValueError("decoder_input_ids must have a static length in generate_graph")
+    lengths = resolve_lengths(model, config, prompt_length, "max_length" in options)
+    plan = make_plan(
+        model, config, lengths, batch_size=None, source_length=None,
+        buffer_length=lengths.max_length, has_forced_bos=forced_bos_token_id is not None,
+    )
+    del pad
+    values = runtime_values(config, lengths, plan.buffer_length)
+    inputs = {name: tf.constant(value) for name, value in values.items()}
+    inputs.update(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        is_active=tf.ones([batch], tf.bool),
+        decoder_prompt=prompt,
+        forced_bos_token_id=(
+            tf.fill([batch], -1) if forced_bos_token_id is None
+            else tf.cast(tf.broadcast_to(forced_bos_token_id, [batch]), tf.int32)
+        ),
+        seed=tf.zeros([2], tf.int32) if seed is None else tf.cast(seed, tf.int32),
+    )
+    outputs = run_search(model, plan, inputs)
+    longest = tf.reduce_max(outputs["lengths"])
+    outputs["sequences"] = outputs["sequences"][:, :longest]
+    return outputs

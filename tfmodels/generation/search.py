@@ -1,0 +1,268 @@
+"""The decoding loops: greedy / multinomial sampling, and beam search (optionally sampled).
+
+Both are single `tf.while_loop`s over static-size state, so they compile into one XLA
+cluster and also run (and export) as a plain graph. They know nothing about the model:
+the caller passes
+
+- `step_fn(token_ids [rows, 1] int32, cache, cache_index int32 scalar)`
+  -> `(logits [rows, vocab] float32, cache)`: one decoder step against the KV cache;
+- `reorder_fn(cache, row_indices [rows] int32) -> cache` (beam search only): selects the
+  cache rows the surviving beams continue from.
+
+Token buffers are `[rows, buffer_len]` int32: the decoder prompt in the first
+`prompt_length` columns (static), filled with generated tokens as the loop goes. The loop
+stops as soon as every active row is done (or `max_length`, an int32 scalar tensor, is
+reached). The semantics (which token ends up where, how beams are scored and retired,
+when the loop stops) are those of the reference's `_sample` and `_beam_search`.
+"""
+
+import tensorflow as tf
+
+from tfmodels.generation import random as gen_random
+
+# The reference's "impossible" score offset for beams that must not be selected.
+LARGE_NEGATIVE = -1.0e9
+
+
+def _write_column(buffer, column, values):
+    """`buffer[..., column] = values` for a `[..., buffer_len]` int32 buffer."""
+    buffer_len = tf.shape(buffer)[-1]
+    is_column = tf.equal(tf.range(buffer_len, dtype=tf.int32), column)
+    return tf.where(is_column, values[..., tf.newaxis], buffer)
+
+
+def _is_eos(token_ids, eos_token_ids):
+    hit = tf.zeros_like(token_ids, dtype=tf.bool)
+    for eos in eos_token_ids:
+        hit = tf.logical_or(hit, tf.equal(token_ids, eos))
+    return hit
+
+
+# ------------------------------------------------------------------------ greedy / sample
+def greedy_search(
+    step_fn,
+    cache,
+    sequences,
+    prompt_length,
+    max_length,
+    process_fn,
+    is_active,
+    eos_token_ids,
+    pad_token_id,
+    do_sample=False,
+    random_key=None,
+):
+    """Greedy decoding, or multinomial sampling when `do_sample` (Gumbel-max with the
+    counter-based noise of `generation.random`, keyed by `random_key`).
+
+    Args:
+        sequences: `[rows, buffer_len]` int32, the prompt in the first `prompt_length`
+            columns and `pad_token_id` after it.
+        process_fn: `(scores [rows, vocab], sequences, cur_len) -> scores`.
+        is_active: `[rows]` bool; inactive rows (batch padding) count as finished from
+            the start and never keep the loop alive.
+
+    Returns:
+        `(sequences [rows, buffer_len], lengths [rows])`; `lengths` is each row's length
+        up to and including its EOS (or the final length if it never finished). As in
+        the reference, a finished row gets `pad_token_id` until the loop ends.
+    """
+    rows = tf.shape(sequences)[0]
+    use_eos = bool(eos_token_ids)
+    cur_len = tf.constant(prompt_length, tf.int32)
+    last_tokens = sequences[:, prompt_length - 1]
+    lengths = tf.fill([rows], cur_len)
+    unfinished = tf.identity(is_active)
+
+    def condition(cur_len, sequences, cache, unfinished, last_tokens, lengths):
+        return tf.logical_and(cur_len < max_length, tf.reduce_any(unfinished))
+
+    def body(cur_len, sequences, cache, unfinished, last_tokens, lengths):
+        logits, cache = step_fn(last_tokens[:, tf.newaxis], cache, cur_len - 1)
+        scores = process_fn(logits, sequences, cur_len)
+        if do_sample:
+            vocab_size = tf.shape(scores)[1]
+            scores = scores + gen_random.gumbel(random_key, cur_len, rows, vocab_size)
+        next_tokens = tf.argmax(scores, axis=-1, output_type=tf.int32)
+        if use_eos:
+            next_tokens = tf.where(unfinished, next_tokens, tf.constant(pad_token_id, tf.int32))
+        sequences = _write_column(sequences, cur_len, next_tokens)
+        new_len = cur_len + 1
+        lengths = tf.where(unfinished, new_len, lengths)
+        if use_eos:
+            unfinished = tf.logical_and(unfinished, tf.logical_not(_is_eos(next_tokens, eos_token_ids)))
+        return new_len, sequences, cache, unfinished, next_tokens, lengths
+
+    buffer_len = sequences.shape[1]
+    _, sequences, _, _, _, lengths = tf.while_loop(
+        condition,
+        body,
+        (cur_len, sequences, cache, unfinished, last_tokens, lengths),
+        maximum_iterations=None if buffer_len is None else buffer_len - prompt_length,
+    )
+    return sequences, lengths
+
+
+# ---------------------------------------------------------------------------- beam search
+def beam_search(
+    step_fn,
+    reorder_fn,
+    cache,
+    sequences,
+    prompt_length,
+    max_length,
+    process_fn,
+    is_active,
+    num_beams,
+    vocab_size,
+    eos_token_ids,
+    length_penalty_table,
+    early_stopping,
+    heuristic_uses_max_length,
+    num_return_sequences,
+    do_sample=False,
+    random_key=None,
+):
+    """Beam search (beam sampling when `do_sample`) with the reference's scoring.
+
+    Each step keeps the `beams_to_keep = max(2, 1 + len(eos)) * num_beams` best
+    continuations over all beams of an example; the best `num_beams` of them that did not
+    just end continue, and those among the first `num_beams` that ended (EOS or the
+    length limit) compete, scored `sum_logprobs / generated_len ** length_penalty`, for
+    the `num_beams` finished slots. `early_stopping`: True stops an example once it has
+    `num_beams` finished hypotheses; False / "never" stop when no running beam can beat
+    the worst finished one by the reference's heuristic.
+
+    Args:
+        sequences: `[batch * num_beams, buffer_len]` int32: prompt, then the fill value.
+        is_active: `[batch]` bool; inactive examples are done from the start.
+        length_penalty_table: `[buffer_len + 1]` float32, `n ** length_penalty` at n.
+        heuristic_uses_max_length: bool scalar tensor, the reference's
+            `early_stopping == "never" and length_penalty > 0` case.
+
+    Returns:
+        `(sequences [batch * num_return_sequences, buffer_len],
+          scores [batch * num_return_sequences], lengths [...])`, best first per example.
+    """
+    beams_to_keep = max(2, 1 + len(eos_token_ids)) * num_beams
+    rows = tf.shape(sequences)[0]
+    batch = rows // num_beams
+    buffer_len = sequences.shape[1] if sequences.shape[1] is not None else tf.shape(sequences)[1]
+    early_stop_when_full = early_stopping is True
+
+    running = tf.reshape(sequences, [batch, num_beams, -1])  # [batch, beams, buffer_len]
+    first_beam_only = tf.concat(
+        [tf.zeros([1], tf.float32), tf.fill([num_beams - 1], tf.constant(LARGE_NEGATIVE, tf.float32))],
+        axis=0,
+    )
+    running_scores = tf.tile(first_beam_only[tf.newaxis, :], [batch, 1])  # [batch, beams]
+    finished = tf.identity(running)
+    finished_scores = tf.fill([batch, num_beams], tf.constant(LARGE_NEGATIVE, tf.float32))
+    finished_lengths = tf.fill([batch, num_beams], tf.constant(prompt_length, tf.int32))
+    is_finished = tf.zeros([batch, num_beams], tf.bool)
+    improvable = tf.identity(is_active)  # the reference's "early-stop heuristic unsatisfied"
+    all_candidates_ended = tf.constant(False)
+    cur_len = tf.constant(prompt_length, tf.int32)
+    last_tokens = sequences[:, prompt_length - 1]
+    is_top_slot = tf.range(beams_to_keep, dtype=tf.int32) < num_beams  # [beams_to_keep]
+    beam_offsets = tf.range(batch, dtype=tf.int32)[:, tf.newaxis] * num_beams
+
+    def condition(cur_len, running, running_scores, finished, finished_scores,
+                  finished_lengths, is_finished, improvable, all_candidates_ended,
+                  last_tokens, cache):
+        keep_going = tf.logical_and(tf.reduce_any(improvable), tf.logical_not(all_candidates_ended))
+        if early_stop_when_full:
+            everyone_full = tf.reduce_all(
+                tf.logical_or(is_finished, tf.logical_not(is_active)[:, tf.newaxis])
+            )
+            keep_going = tf.logical_and(keep_going, tf.logical_not(everyone_full))
+        return keep_going
+
+    def body(cur_len, running, running_scores, finished, finished_scores,
+             finished_lengths, is_finished, improvable, all_candidates_ended,
+             last_tokens, cache):
+        # a. Log-probabilities of every continuation, processed, added to the beam scores.
+        logits, cache = step_fn(last_tokens[:, tf.newaxis], cache, cur_len - 1)
+        log_probs = tf.nn.log_softmax(logits, axis=-1)
+        log_probs = process_fn(log_probs, tf.reshape(running, [rows, -1]), cur_len)
+        log_probs = tf.reshape(log_probs, [batch, num_beams, vocab_size])
+        accumulated = log_probs + running_scores[:, :, tf.newaxis]
+        accumulated = tf.reshape(accumulated, [batch, num_beams * vocab_size])
+
+        # b. The best (or sampled) `beams_to_keep` continuations per example.
+        if do_sample:
+            noise = gen_random.gumbel(random_key, cur_len, batch, num_beams * vocab_size)
+            top_indices = tf.math.top_k(accumulated + noise, k=beams_to_keep).indices
+            top_scores = tf.gather(accumulated, top_indices, batch_dims=1)
+        else:
+            top_scores, top_indices = tf.math.top_k(accumulated, k=beams_to_keep)
+        top_beams = top_indices // vocab_size  # [batch, beams_to_keep]
+        top_tokens = top_indices % vocab_size
+        top_sequences = tf.gather(running, top_beams, batch_dims=1)
+        top_sequences = _write_column(top_sequences, cur_len, top_tokens)
+        ended = tf.logical_or(_is_eos(top_tokens, eos_token_ids), cur_len + 1 >= max_length)
+
+        # c. Beams that continue: the best `num_beams` candidates that did not end.
+        continuing_scores = top_scores + tf.cast(ended, tf.float32) * LARGE_NEGATIVE
+        keep = tf.math.top_k(continuing_scores, k=num_beams).indices  # [batch, beams]
+        running = tf.gather(top_sequences, keep, batch_dims=1)
+        running_scores = tf.gather(continuing_scores, keep, batch_dims=1)
+        parent_beams = tf.gather(top_beams, keep, batch_dims=1)
+        next_tokens = tf.gather(top_tokens, keep, batch_dims=1)
+
+        # d. Finished hypotheses: merge the candidates that just ended with the kept ones.
+        just_finished = tf.logical_and(ended, is_top_slot[tf.newaxis, :])
+        generated = cur_len + 1 - prompt_length
+        candidate_scores = top_scores / length_penalty_table[generated]
+        if early_stop_when_full:
+            full = tf.reduce_all(is_finished, axis=1, keepdims=True)
+            candidate_scores += tf.cast(full, tf.float32) * LARGE_NEGATIVE
+        candidate_scores += tf.cast(tf.logical_not(improvable)[:, tf.newaxis], tf.float32) * LARGE_NEGATIVE
+        candidate_scores += tf.cast(tf.logical_not(just_finished), tf.float32) * LARGE_NEGATIVE
+        merged_scores = tf.concat([finished_scores, candidate_scores], axis=1)
+        best = tf.math.top_k(merged_scores, k=num_beams).indices
+        finished = tf.gather(tf.concat([finished, top_sequences], axis=1), best, batch_dims=1)
+        finished_scores = tf.gather(merged_scores, best, batch_dims=1)
+        candidate_lengths = tf.fill(tf.shape(top_tokens), cur_len + 1)
+        finished_lengths = tf.gather(
+            tf.concat([finished_lengths, candidate_lengths], axis=1), best, batch_dims=1
+        )
+        is_finished = tf.gather(tf.concat([is_finished, just_finished], axis=1), best, batch_dims=1)
+
+        # e. The cache follows the surviving beams.
+        cache = reorder_fn(cache, tf.reshape(parent_beams + beam_offsets, [rows]))
+        cur_len = cur_len + 1
+
+        # f. Can a running beam still beat the worst finished one?
+        hypothetical = tf.where(heuristic_uses_max_length, max_length - prompt_length, cur_len - prompt_length)
+        best_running = running_scores[:, :1] / length_penalty_table[hypothetical]
+        worst_finished = tf.where(
+            is_finished,
+            tf.reduce_min(finished_scores, axis=1, keepdims=True),
+            tf.constant(LARGE_NEGATIVE, tf.float32),
+        )
+        improvable = tf.logical_and(
+            improvable, tf.reduce_any(best_running > worst_finished, axis=1)
+        )
+        all_candidates_ended = tf.reduce_all(
+            tf.logical_or(ended, tf.logical_not(is_active)[:, tf.newaxis])
+        )
+        return (cur_len, running, running_scores, finished, finished_scores, finished_lengths,
+                is_finished, improvable, all_candidates_ended, tf.reshape(next_tokens, [rows]),
+                cache)
+
+    static_len = sequences.shape[1]
+    loop_vars = (cur_len, running, running_scores, finished, finished_scores, finished_lengths,
+                 is_finished, improvable, all_candidates_ended, last_tokens, cache)
+    results = tf.while_loop(
+        condition,
+        body,
+        loop_vars,
+        maximum_iterations=None if static_len is None else static_len - prompt_length,
+    )
+    finished, finished_scores, finished_lengths = results[3], results[4], results[5]
+    returned = num_return_sequences
+    out_sequences = tf.reshape(finished[:, :returned], [batch * returned, buffer_len])
+    out_scores = tf.reshape(finished_scores[:, :returned], [batch * returned])
+    out_lengths = tf.reshape(finished_lengths[:, :returned], [batch * returned])
+    return out_sequences, out_scores, out_lengths

@@ -1,0 +1,228 @@
+"""Optimizers for fine-tuning: Adafactor with the T5 / Hugging Face semantics, AdamW defaults.
+
+Why our own Adafactor: `keras.optimizers.Adafactor` (Keras 3.15) differs from the
+Adafactor T5 recipes are tuned with (`transformers.optimization.Adafactor`, itself the
+fairseq/Mesh-TensorFlow algorithm):
+
+* Keras always multiplies the step by `max(epsilon_2, RMS(param))` — there is no
+  `scale_parameter=False`, which is what the usual T5 fine-tuning recipe
+  (`lr=1e-3, scale_parameter=False, relative_step=False`) needs;
+* Keras always caps the step at `1/sqrt(t)`, even with `relative_step=False`, and with
+  `relative_step=True` it uses `min(learning_rate, 1/sqrt(t))` where the reference uses
+  `min(1e-2, 1/sqrt(t))` (or `1e-6 * t` with `warmup_init`);
+* Keras has no first moment (`beta1`) and its weight decay is the generic decoupled one
+  scaled by the base learning rate, not by the relative step;
+* Keras counts `iterations` per micro-batch when its own gradient accumulation is on,
+  which shifts the `t`-dependent schedule (ours only ever sees real updates).
+
+`Adafactor` below follows the reference update rule term for term; the test suite checks
+it against `transformers.optimization.Adafactor` step by step.
+
+Our default (`get_optimizer("auto")` for mT5) is the T5 fine-tuning standard:
+`Adafactor(learning_rate=1e-3, relative_step=False, scale_parameter=False,
+warmup_init=False, clip_threshold=1.0, decay_rate=-0.8, beta_1=None)` — a constant
+1e-3 step, update clipping at RMS 1, factored second moments, no momentum.
+M2M100's default is AdamW (fairseq's betas (0.9, 0.98)).
+"""
+
+import keras
+import tensorflow as tf
+
+# Variables whose names contain these are not weight-decayed (biases and norm scales).
+NO_DECAY_NAMES = ("bias", "gamma", "beta", "scale")
+
+
+@keras.saving.register_keras_serializable(package="tfmodels")
+class Adafactor(keras.optimizers.Optimizer):
+    """Adafactor (Shazeer & Stern, 2018) with the reference's options.
+
+    For a parameter `p` with gradient `g` at step `t` (1-based):
+
+    * step size `rho = learning_rate`, or with `relative_step`
+      `min(1e-6 * t if warmup_init else 1e-2, 1/sqrt(t))`; with `scale_parameter` it is
+      multiplied by `max(epsilon_2, RMS(p))`;
+    * `beta2_t = 1 - t ** decay_rate`; second moments of `g**2 + epsilon_1` are kept
+      factored (row and column means) for rank >= 2 parameters, in full otherwise;
+    * `u = g / sqrt(v_hat)`, clipped to `RMS(u) <= clip_threshold`, times `rho`;
+      with `beta_1`, `u` becomes its exponential moving average;
+    * `p <- p - weight_decay * rho * p - u`.
+
+    Example:
+    >>> import keras
+    >>> optimizer = Adafactor(learning_rate=1e-3)   # the T5 fine-tuning recipe
+    >>> variable = keras.Variable([[1.0, 2.0], [3.0, 4.0]])
+    >>> optimizer.apply([keras.ops.ones((2, 2))], [variable])
+    >>> variable.numpy().round(4).tolist()
+    [[0.999, 1.999], [2.999, 3.999]]
+    """
+
+    def __init__(
+        self,
+        learning_rate=1e-3,
+        beta_1=None,
+        decay_rate=-0.8,
+        epsilon_1=1e-30,
+        epsilon_2=1e-3,
+        clip_threshold=1.0,
+        relative_step=False,
+        scale_parameter=False,
+        warmup_init=False,
+        weight_decay=0.0,
+        name="adafactor",
+        **kwargs,
+    ):
+        if warmup_init and not relative_step:
+            raise ValueError("Adafactor: warmup_init=True requires relative_step=True")
+        # Weight decay is applied inside `update_step` (scaled by the relative step, as
+        # in the reference), so the base class's generic decay stays off.
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.beta_1 = beta_1
+        self.decay_rate = decay_rate
+        self.epsilon_1 = epsilon_1
+        self.epsilon_2 = epsilon_2
+        self.clip_threshold = clip_threshold
+        self.relative_step = relative_step
+        self.scale_parameter = scale_parameter
+        self.warmup_init = warmup_init
+        self.adafactor_weight_decay = float(weight_decay or 0.0)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._row_moments, self._col_moments, self._moments, self._momenta = [], [], [], []
+        for variable in var_list:
+            shape = tuple(variable.shape)
+            base = getattr(variable, "path", variable.name).replace("/", "_")
+            factored = len(shape) >= 2
+            # Placeholders keep the four lists aligned with `_get_variable_index`.
+            self._row_moments.append(
+                self.add_variable(shape[:-1], dtype="float32", name=f"{base}_row")
+                if factored else None
+            )
+            self._col_moments.append(
+                self.add_variable(shape[:-2] + shape[-1:], dtype="float32",
+                                  name=f"{base}_col")
+                if factored else None
+            )
+            self._moments.append(
+                None if factored else self.add_variable(shape, dtype="float32",
+                                                        name=f"{base}_v")
+            )
+            self._momenta.append(
+                self.add_variable(shape, dtype="float32", name=f"{base}_m")
+                if self.beta_1 is not None else None
+            )
+
+    @staticmethod
+    def _rms(tensor):
+        return tf.sqrt(tf.reduce_mean(tf.square(tensor)))
+
+    def _step_size(self, learning_rate, param, step):
+        if self.relative_step:
+            cap = 1e-6 * step if self.warmup_init else tf.constant(1e-2, tf.float32)
+            rho = tf.minimum(cap, tf.math.rsqrt(step))
+        else:
+            rho = tf.cast(learning_rate, tf.float32)
+        if self.scale_parameter:
+            rho = rho * tf.maximum(tf.constant(self.epsilon_2, tf.float32), self._rms(param))
+        return rho
+
+    def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        # Statistics in float32 whatever the variable's dtype (the reference upcasts too).
+        grad = tf.cast(tf.convert_to_tensor(gradient), tf.float32)
+        param = tf.cast(tf.convert_to_tensor(variable), tf.float32)
+        step = tf.cast(self.iterations + 1, tf.float32)
+        rho = self._step_size(learning_rate, param, step)
+        beta2 = 1.0 - tf.pow(step, tf.constant(self.decay_rate, tf.float32))
+        squared = tf.square(grad) + tf.constant(self.epsilon_1, tf.float32)
+
+        row, col = self._row_moments[index], self._col_moments[index]
+        if row is not None:
+            new_row = beta2 * row + (1.0 - beta2) * tf.reduce_mean(squared, axis=-1)
+            new_col = beta2 * col + (1.0 - beta2) * tf.reduce_mean(squared, axis=-2)
+            self.assign(row, new_row)
+            self.assign(col, new_col)
+            # v_hat = outer(row, col) / mean(row): the rank-1 reconstruction of E[g^2].
+            row_factor = tf.math.rsqrt(new_row / tf.reduce_mean(new_row, axis=-1, keepdims=True))
+            col_factor = tf.math.rsqrt(new_col)
+            update = grad * row_factor[..., :, tf.newaxis] * col_factor[..., tf.newaxis, :]
+        else:
+            moment = self._moments[index]
+            new_moment = beta2 * moment + (1.0 - beta2) * squared
+            self.assign(moment, new_moment)
+            update = grad * tf.math.rsqrt(new_moment)
+
+        clip = tf.constant(self.clip_threshold, tf.float32)
+        update = update / tf.maximum(1.0, self._rms(update) / clip)
+        update = update * rho
+        momentum = self._momenta[index]
+        if momentum is not None:
+            beta_1 = tf.constant(self.beta_1, tf.float32)
+            update = beta_1 * momentum + (1.0 - beta_1) * update
+            self.assign(momentum, update)
+        if self.adafactor_weight_decay and self._use_weight_decay(variable):
+            update = update + tf.constant(self.adafactor_weight_decay, tf.float32) * rho * param
+        self.assign_sub(variable, tf.cast(update, variable.dtype))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            beta_1=self.beta_1,
+            decay_rate=self.decay_rate,
+            epsilon_1=self.epsilon_1,
+            epsilon_2=self.epsilon_2,
+            clip_threshold=self.clip_threshold,
+            relative_step=self.relative_step,
+            scale_parameter=self.scale_parameter,
+            warmup_init=self.warmup_init,
+            weight_decay=self.adafactor_weight_decay,
+        )
+        return config
+
+
+def default_optimizer_name(model_type):
+    """`"adafactor"` for the T5 family (its standard), `"adamw"` otherwise (fairseq's)."""
+    return "adafactor" if model_type in ("mt5", "t5") else "adamw"
+
+
+def get_optimizer(optimizer="auto", model_type=None, learning_rate=None):
+    """Resolves `compile(optimizer=...)`: an instance is returned as is; names build one.
+
+    * `"auto"`: the family default (see `default_optimizer_name`);
+    * `"adafactor"`: `Adafactor(learning_rate or 1e-3)` — the T5 recipe (module docstring);
+    * `"adamw"`: `keras.optimizers.AdamW(learning_rate or 5e-5, weight_decay=0.01,
+      beta_2=0.98, epsilon=1e-6)`, biases and norm scales not decayed;
+    * any other Keras optimizer name, with `learning_rate` applied when given.
+
+    Example:
+    >>> get_optimizer("auto", model_type="mt5").__class__.__name__
+    'Adafactor'
+    >>> float(get_optimizer("adamw", learning_rate=1e-4).learning_rate)
+    0.0001
+    """
+    if not isinstance(optimizer, str):
+        if learning_rate is not None:
+            raise ValueError("learning_rate= applies to optimizer names only; set it on "
+                             "the optimizer instance you pass")
+        return optimizer
+    name = optimizer.lower()
+    if name == "auto":
+        name = default_optimizer_name(model_type)
+    if name == "adafactor":
+        return Adafactor(learning_rate=1e-3 if learning_rate is None else learning_rate)
+    if name == "adamw":
+        adamw = keras.optimizers.AdamW(
+            learning_rate=5e-5 if learning_rate is None else learning_rate,
+            weight_decay=0.01,
+            beta_1=0.9,
+            beta_2=0.98,
+            epsilon=1e-6,
+        )
+        adamw.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
+        return adamw
+    resolved = keras.optimizers.get(name)
+    if learning_rate is not None:
+        resolved.learning_rate = learning_rate
+    return resolved
