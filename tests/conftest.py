@@ -61,6 +61,8 @@ def torch():
     """The torch module, seeded; skips the test where torch is not installed."""
     module = pytest.importorskip("torch")
     module.manual_seed(SEED)
+    # The reference models here are tiny: one thread avoids oversubscribing shared cores.
+    module.set_num_threads(1)
     return module
 
 

@@ -238,15 +238,16 @@ def assert_tensors_equal(actual, expected, what="tensors"):
 
 # --------------------------------------------------------------------- PyTorch reference
 def reference_model(transformers, class_name, config_values, seed=0, **config_overrides):
-    """A randomly initialised transformers model in eval mode (torch seeded with `seed`)."""
+    """A new randomly initialised transformers model in eval mode (torch seeded with
+    `seed`)."""
     import torch
 
     torch.manual_seed(seed)
     config_class = transformers.MT5Config if class_name.startswith("MT5") else (
         transformers.M2M100Config
     )
-    config = config_class(**{**config_values, **config_overrides})
-    return getattr(transformers, class_name)(config).eval()
+    return getattr(transformers, class_name)(
+        config_class(**{**config_values, **config_overrides})).eval()
 
 
 def reference_state_dict(reference):
@@ -255,11 +256,43 @@ def reference_state_dict(reference):
 
 
 def ours_from_reference(our_class, reference, dtype=None):
-    """Our model built from the reference's config dict and loaded with its weights."""
+    """A new model of ours built from the reference's config dict, loaded with its weights."""
     config = our_class.config_class.from_dict(json.loads(reference.config.to_json_string()))
     model = our_class(config, dtype=dtype)
     model.load_hf_state_dict(reference_state_dict(reference))
     return model
+
+
+# Read-only variants, memoised: many parity tests run the same tiny random checkpoint and
+# building models dominates their time. Callers must not modify (train, re-load) them.
+_SHARED_MODELS = {}
+_SHARED_MAX_PARAMETERS = 5_000_000
+
+
+def _freeze(values):
+    return tuple(sorted((key, json.dumps(value, sort_keys=True)) for key, value in values.items()))
+
+
+def shared_reference_model(transformers, class_name, config_values, seed=0, **config_overrides):
+    """`reference_model(...)`, shared between callers asking for the same tiny model."""
+    key = ("reference", class_name, _freeze({**config_values, **config_overrides}), seed)
+    if key not in _SHARED_MODELS:
+        model = reference_model(transformers, class_name, config_values, seed, **config_overrides)
+        if sum(parameter.numel() for parameter in model.parameters()) > _SHARED_MAX_PARAMETERS:
+            return model
+        _SHARED_MODELS[key] = model
+    return _SHARED_MODELS[key]
+
+
+def shared_ours_from_reference(our_class, reference, dtype=None):
+    """`ours_from_reference(...)`, shared between callers asking for the same tiny model."""
+    key = ("ours", our_class, id(reference), dtype)
+    if key not in _SHARED_MODELS or _SHARED_MODELS[key][0] is not reference:
+        model = ours_from_reference(our_class, reference, dtype)
+        if model.count_params() > _SHARED_MAX_PARAMETERS:
+            return model
+        _SHARED_MODELS[key] = (reference, model)
+    return _SHARED_MODELS[key][1]
 
 
 def run_reference(reference, batch, **kwargs):
@@ -307,3 +340,62 @@ def rewrite_checkpoint(source, target, edit_tensors=None, edit_config=None):
         json.dump(config, handle)
     write_checkpoint(target, tensors)
     return str(target)
+
+
+# ------------------------------------------------------------------ incremental decoding
+_COMPILED_STEPS = {}
+
+
+def _decode_step_function(model, jit_compile):
+    """`(ids, cache, index, encoder_mask) -> (logits, cache)`; the XLA version is made once
+    per model, so tests that share a model (and shapes) share its compilations."""
+    import tensorflow as tf
+
+    def step(ids, cache, index, encoder_mask):
+        return model.decode_step(ids, cache, index, encoder_attention_mask=encoder_mask)
+
+    if not jit_compile:
+        return step
+    key = id(model)
+    if key not in _COMPILED_STEPS or _COMPILED_STEPS[key][0] is not model:
+        _COMPILED_STEPS[key] = (model, tf.function(step, jit_compile=True))
+    return _COMPILED_STEPS[key][1]
+
+
+def incremental_decoder_logits(model, batch, chunks=None, jit_compile=False, extra_slots=3):
+    """Decoder logits computed through `init_decoding_cache` + `decode_step`, feeding
+    `batch["decoder_input_ids"]` in `chunks` (token counts; default one at a time) into a
+    static cache `extra_slots` longer than needed. Returns `[batch, length, vocab]` numpy."""
+    import tensorflow as tf
+
+    decoder_ids = np.asarray(batch["decoder_input_ids"], np.int32)
+    length = decoder_ids.shape[1]
+    chunks = list(chunks or [1] * length)
+    assert sum(chunks) == length
+    encoder_mask = tf.constant(batch["attention_mask"], tf.int32)
+    encoder_states = model.encode(batch["input_ids"], encoder_mask)["last_hidden_state"]
+    cache = model.init_decoding_cache(encoder_states, length + extra_slots)
+    step = _decode_step_function(model, jit_compile)
+    pieces, start = [], 0
+    for size in chunks:
+        logits, cache = step(tf.constant(decoder_ids[:, start:start + size]), cache,
+                             tf.constant(start, tf.int32), encoder_mask)
+        assert logits.shape[1] == size
+        pieces.append(logits.numpy())
+        start += size
+    return np.concatenate(pieces, axis=1)
+
+
+# ---------------------------------------------------------------------- mixed precision
+def bf16_vs_fp32(fp32_outputs, bf16_outputs, labels):
+    """Figures comparing mixed_bfloat16 outputs to float32 ones on the positions that
+    carry a label: relative logit error, argmax agreement, loss difference."""
+    counted = np.asarray(labels) != -100
+    fp32_logits = to_numpy(fp32_outputs.logits)[counted]
+    bf16_logits = to_numpy(bf16_outputs.logits)[counted]
+    return dict(
+        logits_rel=max_rel_diff(bf16_logits, fp32_logits),
+        argmax_agreement=float(np.mean(bf16_logits.argmax(-1) == fp32_logits.argmax(-1))),
+        loss_diff=abs(float(to_numpy(bf16_outputs.loss)) - float(to_numpy(fp32_outputs.loss))),
+        tokens=int(counted.sum()),
+    )

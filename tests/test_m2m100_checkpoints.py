@@ -19,10 +19,10 @@ from helpers import (
     assert_rel_close,
     assert_tensors_equal,
     m2m100_batch,
-    ours_from_reference,
-    reference_model,
     reference_state_dict,
     run_reference,
+    shared_ours_from_reference,
+    shared_reference_model,
     to_numpy,
     without,
 )
@@ -57,12 +57,15 @@ def _outputs_equal(first, second):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("format_id", sorted(REFERENCE_FORMATS))
-@pytest.mark.parametrize("class_name", ["M2M100ForConditionalGeneration", "M2M100Model"])
+@pytest.mark.parametrize(
+    "class_name, format_id",
+    [("M2M100ForConditionalGeneration", format_id) for format_id in sorted(REFERENCE_FORMATS)]
+    + [("M2M100Model", "safetensors"), ("M2M100Model", "bin-sharded")],
+)
 def test_from_pretrained_reads_reference_directory(transformers, tmp_path, format_id,
                                                    class_name, report_figure):
     save_kwargs, expected_files, format_name = REFERENCE_FORMATS[format_id]
-    reference = reference_model(transformers, class_name, TINY_M2M100)
+    reference = shared_reference_model(transformers, class_name, TINY_M2M100)
     reference.save_pretrained(tmp_path, **save_kwargs)
     _assert_files(tmp_path, expected_files)
     is_bin = format_id.startswith("bin")
@@ -129,14 +132,17 @@ def test_sharded_save_pretrained_round_trip(tmp_path):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("max_shard_size", [None, 50_000], ids=["single", "sharded"])
-@pytest.mark.parametrize("class_name", ["M2M100ForConditionalGeneration", "M2M100Model"])
+@pytest.mark.parametrize(
+    "class_name, max_shard_size",
+    [("M2M100ForConditionalGeneration", 50_000), ("M2M100Model", None)],
+    ids=["M2M100ForConditionalGeneration-sharded", "M2M100Model-single"],
+)
 def test_reference_loads_our_save_pretrained(transformers, tmp_path, max_shard_size,
                                              class_name):
     our_class = {"M2M100ForConditionalGeneration": M2M100ForConditionalGeneration,
                  "M2M100Model": M2M100Model}[class_name]
-    source = reference_model(transformers, class_name, TINY_M2M100)
-    model = ours_from_reference(our_class, source)
+    source = shared_reference_model(transformers, class_name, TINY_M2M100)
+    model = shared_ours_from_reference(our_class, source)
     model.save_pretrained(str(tmp_path), max_shard_size=max_shard_size)
 
     loaded, info = getattr(transformers, class_name).from_pretrained(

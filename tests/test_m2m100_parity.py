@@ -17,9 +17,9 @@ from helpers import (
     assert_rel_close,
     m2m100_batch,
     make_batch,
-    ours_from_reference,
-    reference_model,
     run_reference,
+    shared_ours_from_reference,
+    shared_reference_model,
     to_numpy,
     without,
 )
@@ -41,9 +41,9 @@ VARIANTS = {
 @pytest.mark.parametrize("side", SIDES)
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_conditional_generation_parity(transformers, variant, side, report_figure):
-    reference = reference_model(transformers, "M2M100ForConditionalGeneration", TINY_M2M100,
+    reference = shared_reference_model(transformers, "M2M100ForConditionalGeneration", TINY_M2M100,
                                 **VARIANTS[variant])
-    model = ours_from_reference(M2M100ForConditionalGeneration, reference)
+    model = shared_ours_from_reference(M2M100ForConditionalGeneration, reference)
     assert (model.lm_head is None) == reference.config.tie_word_embeddings
     batch = m2m100_batch(side)
 
@@ -59,8 +59,8 @@ def test_conditional_generation_parity(transformers, variant, side, report_figur
 
 
 def test_labels_alone_are_shifted_right_like_the_reference(transformers, report_figure):
-    reference = reference_model(transformers, "M2M100ForConditionalGeneration", TINY_M2M100)
-    model = ours_from_reference(M2M100ForConditionalGeneration, reference)
+    reference = shared_reference_model(transformers, "M2M100ForConditionalGeneration", TINY_M2M100)
+    model = shared_ours_from_reference(M2M100ForConditionalGeneration, reference)
     batch = without(m2m100_batch("right"), "decoder_input_ids", "decoder_attention_mask")
     assert (batch["labels"] == -100).any()
 
@@ -74,8 +74,8 @@ def test_labels_alone_are_shifted_right_like_the_reference(transformers, report_
 
 @pytest.mark.parametrize("side", SIDES)
 def test_bare_model_parity(transformers, side, report_figure):
-    reference = reference_model(transformers, "M2M100Model", TINY_M2M100)
-    model = ours_from_reference(M2M100Model, reference)
+    reference = shared_reference_model(transformers, "M2M100Model", TINY_M2M100)
+    model = shared_ours_from_reference(M2M100Model, reference)
     batch = without(m2m100_batch(side), "labels")
 
     expected = run_reference(reference, batch)
@@ -93,9 +93,9 @@ def test_bare_model_parity(transformers, side, report_figure):
 @pytest.mark.parametrize("side", SIDES)
 def test_hidden_states_and_attentions_match_reference(transformers, side):
     # Attention weights come from the reference's eager attention (sdpa returns none).
-    reference = reference_model(transformers, "M2M100ForConditionalGeneration", TINY_M2M100,
+    reference = shared_reference_model(transformers, "M2M100ForConditionalGeneration", TINY_M2M100,
                                 attn_implementation="eager")
-    model = ours_from_reference(M2M100ForConditionalGeneration, reference)
+    model = shared_ours_from_reference(M2M100ForConditionalGeneration, reference)
     batch = m2m100_batch(side)
 
     expected = run_reference(reference, batch, output_hidden_states=True,
@@ -139,8 +139,8 @@ def test_inputs_longer_than_max_position_embeddings(transformers, side, report_f
     """The reference regrows its sinusoidal table past max_position_embeddings; our
     positions are computed on the fly and must give the same numbers there."""
     max_positions = TINY_M2M100["max_position_embeddings"]
-    reference = reference_model(transformers, "M2M100ForConditionalGeneration", TINY_M2M100)
-    model = ours_from_reference(M2M100ForConditionalGeneration, reference)
+    reference = shared_reference_model(transformers, "M2M100ForConditionalGeneration", TINY_M2M100)
+    model = shared_ours_from_reference(M2M100ForConditionalGeneration, reference)
     source_lengths = (max_positions + 17, 5, max_positions + 3)
     target_lengths = (max_positions + 9, max_positions + 1, 4)
     batch = make_batch(TINY_M2M100["vocab_size"], M2M100_IDS, source_lengths, target_lengths,
@@ -158,8 +158,8 @@ def test_inputs_longer_than_max_position_embeddings(transformers, side, report_f
 
 
 def test_encoder_outputs_can_be_passed_in(transformers):
-    reference = reference_model(transformers, "M2M100ForConditionalGeneration", TINY_M2M100)
-    model = ours_from_reference(M2M100ForConditionalGeneration, reference)
+    reference = shared_reference_model(transformers, "M2M100ForConditionalGeneration", TINY_M2M100)
+    model = shared_ours_from_reference(M2M100ForConditionalGeneration, reference)
     batch = m2m100_batch("left")
     full = model(**batch)
     encoder_output = model.encode(batch["input_ids"], batch["attention_mask"])[

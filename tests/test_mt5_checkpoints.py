@@ -19,10 +19,10 @@ from helpers import (
     assert_rel_close,
     assert_tensors_equal,
     mt5_batch,
-    ours_from_reference,
-    reference_model,
     reference_state_dict,
     run_reference,
+    shared_ours_from_reference,
+    shared_reference_model,
     to_numpy,
     without,
 )
@@ -63,7 +63,7 @@ def _outputs_equal(first, second):
 def test_from_pretrained_reads_reference_directory(transformers, tmp_path, format_id,
                                                    report_figure):
     save_kwargs, expected_files, format_name = REFERENCE_FORMATS[format_id]
-    reference = reference_model(transformers, "MT5ForConditionalGeneration", TINY_MT5)
+    reference = shared_reference_model(transformers, "MT5ForConditionalGeneration", TINY_MT5)
     reference.save_pretrained(tmp_path, **save_kwargs)
     _assert_files(tmp_path, expected_files)
     is_bin = format_id.startswith("bin")
@@ -87,7 +87,7 @@ def test_from_pretrained_reads_reference_directory(transformers, tmp_path, forma
 def test_tied_checkpoint_in_bin_format_loads(transformers, tmp_path, report_figure):
     """A tied (T5 v1.0 style) .bin holds lm_head.weight as well as shared.weight."""
     config = dict(TINY_MT5, tie_word_embeddings=True, feed_forward_proj="relu")
-    reference = reference_model(transformers, "MT5ForConditionalGeneration", config)
+    reference = shared_reference_model(transformers, "MT5ForConditionalGeneration", config)
     reference.save_pretrained(tmp_path, safe_serialization=False)
     model = MT5ForConditionalGeneration.from_pretrained(str(tmp_path), allow_bin=True)
     batch = mt5_batch("right")
@@ -172,12 +172,12 @@ def test_sharded_save_pretrained_round_trip(tmp_path):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("max_shard_size", [None, 60_000], ids=["single", "sharded"])
-@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+@pytest.mark.parametrize("tied, max_shard_size", [(False, 60_000), (True, None)],
+                         ids=["untied-sharded", "tied-single"])
 def test_reference_loads_our_save_pretrained(transformers, tmp_path, max_shard_size, tied):
     config = dict(TINY_MT5, tie_word_embeddings=tied)
-    source = reference_model(transformers, "MT5ForConditionalGeneration", config)
-    model = ours_from_reference(MT5ForConditionalGeneration, source)
+    source = shared_reference_model(transformers, "MT5ForConditionalGeneration", config)
+    model = shared_ours_from_reference(MT5ForConditionalGeneration, source)
     model.save_pretrained(str(tmp_path), max_shard_size=max_shard_size)
 
     loaded, info = transformers.MT5ForConditionalGeneration.from_pretrained(

@@ -178,3 +178,14 @@ def test_pytorch_bin_alone_needs_allow_bin_and_is_never_unpickled(tmp_path):
     assert isinstance(info.value, FileNotFoundError)
     message = str(info.value)
     assert "pytorch_model.bin" in message and "allow_bin=True" in message
+
+
+def test_pytorch_bin_with_allow_bin_but_without_torch_says_so(tmp_path, monkeypatch):
+    directory = tmp_path / "ckpt"
+    directory.mkdir()
+    shutil.copy(os.path.join(GOLDEN_MT5_DIR, "config.json"), directory)
+    (directory / "pytorch_model.bin").write_bytes(b"this is not a pickle")
+    monkeypatch.setitem(__import__("sys").modules, "torch", None)  # `import torch` fails
+    info = _load_error(directory, allow_bin=True)
+    assert isinstance(info.value, ImportError)
+    assert "needs torch" in str(info.value) and "safetensors" in str(info.value)

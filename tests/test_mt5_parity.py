@@ -14,9 +14,9 @@ from helpers import (
     assert_loss_close,
     assert_rel_close,
     mt5_batch,
-    ours_from_reference,
-    reference_model,
     run_reference,
+    shared_ours_from_reference,
+    shared_reference_model,
     to_numpy,
     without,
 )
@@ -34,9 +34,9 @@ SIDES = ["right", "left"]
 @pytest.mark.parametrize("side", SIDES)
 @pytest.mark.parametrize("feed_forward_proj", FEED_FORWARD_PROJS)
 def test_conditional_generation_parity(transformers, feed_forward_proj, side, report_figure):
-    reference = reference_model(transformers, "MT5ForConditionalGeneration", TINY_MT5,
+    reference = shared_reference_model(transformers, "MT5ForConditionalGeneration", TINY_MT5,
                                 feed_forward_proj=feed_forward_proj)
-    model = ours_from_reference(MT5ForConditionalGeneration, reference)
+    model = shared_ours_from_reference(MT5ForConditionalGeneration, reference)
     batch = mt5_batch(side)
 
     expected = run_reference(reference, batch)
@@ -53,8 +53,8 @@ def test_conditional_generation_parity(transformers, feed_forward_proj, side, re
 def test_labels_alone_are_shifted_right_like_the_reference(transformers, report_figure):
     """Without decoder_input_ids, labels are shifted right with decoder_start_token_id and
     -100 replaced by pad, as the reference does; the loss ignores -100."""
-    reference = reference_model(transformers, "MT5ForConditionalGeneration", TINY_MT5)
-    model = ours_from_reference(MT5ForConditionalGeneration, reference)
+    reference = shared_reference_model(transformers, "MT5ForConditionalGeneration", TINY_MT5)
+    model = shared_ours_from_reference(MT5ForConditionalGeneration, reference)
     batch = without(mt5_batch("right"), "decoder_input_ids", "decoder_attention_mask")
 
     expected = run_reference(reference, batch)
@@ -68,8 +68,8 @@ def test_labels_alone_are_shifted_right_like_the_reference(transformers, report_
 
 
 def test_model_output_behaves_like_the_reference_output(transformers):
-    reference = reference_model(transformers, "MT5ForConditionalGeneration", TINY_MT5)
-    model = ours_from_reference(MT5ForConditionalGeneration, reference)
+    reference = shared_reference_model(transformers, "MT5ForConditionalGeneration", TINY_MT5)
+    model = shared_ours_from_reference(MT5ForConditionalGeneration, reference)
     batch = mt5_batch("right")
     out = model(**batch)
     np.testing.assert_array_equal(to_numpy(out["logits"]), to_numpy(out.logits))
@@ -81,8 +81,8 @@ def test_model_output_behaves_like_the_reference_output(transformers):
 
 @pytest.mark.parametrize("side", SIDES)
 def test_bare_model_parity(transformers, side, report_figure):
-    reference = reference_model(transformers, "MT5Model", TINY_MT5)
-    model = ours_from_reference(MT5Model, reference)
+    reference = shared_reference_model(transformers, "MT5Model", TINY_MT5)
+    model = shared_ours_from_reference(MT5Model, reference)
     batch = without(mt5_batch(side), "labels")
 
     expected = run_reference(reference, batch)
@@ -99,8 +99,8 @@ def test_bare_model_parity(transformers, side, report_figure):
 
 @pytest.mark.parametrize("side", SIDES)
 def test_encoder_model_parity(transformers, side, report_figure):
-    reference = reference_model(transformers, "MT5EncoderModel", TINY_MT5)
-    model = ours_from_reference(MT5EncoderModel, reference)
+    reference = shared_reference_model(transformers, "MT5EncoderModel", TINY_MT5)
+    model = shared_ours_from_reference(MT5EncoderModel, reference)
     batch = {key: mt5_batch(side)[key] for key in ("input_ids", "attention_mask")}
 
     expected = run_reference(reference, batch)
@@ -113,8 +113,8 @@ def test_encoder_model_parity(transformers, side, report_figure):
 
 @pytest.mark.parametrize("side", SIDES)
 def test_hidden_states_and_attentions_match_reference(transformers, side):
-    reference = reference_model(transformers, "MT5ForConditionalGeneration", TINY_MT5)
-    model = ours_from_reference(MT5ForConditionalGeneration, reference)
+    reference = shared_reference_model(transformers, "MT5ForConditionalGeneration", TINY_MT5)
+    model = shared_ours_from_reference(MT5ForConditionalGeneration, reference)
     batch = mt5_batch(side)
 
     expected = run_reference(reference, batch, output_hidden_states=True,
@@ -156,9 +156,9 @@ def test_tied_word_embeddings_parity(transformers, report_figure):
     """T5 v1.0 style: relu, LM head tied to the shared embedding, decoder output scaled by
     d_model**-0.5 before it. The reference's state dict lists lm_head.weight too."""
     config = dict(TINY_MT5, tie_word_embeddings=True, feed_forward_proj="relu")
-    reference = reference_model(transformers, "MT5ForConditionalGeneration", config)
+    reference = shared_reference_model(transformers, "MT5ForConditionalGeneration", config)
     assert "lm_head.weight" in reference.state_dict()
-    model = ours_from_reference(MT5ForConditionalGeneration, reference)
+    model = shared_ours_from_reference(MT5ForConditionalGeneration, reference)
     assert model.lm_head is None
     batch = mt5_batch("right")
 
@@ -172,8 +172,8 @@ def test_tied_word_embeddings_parity(transformers, report_figure):
 
 def test_encoder_outputs_can_be_passed_in(transformers):
     """Re-using a precomputed encoder output (what generation does) gives the same logits."""
-    reference = reference_model(transformers, "MT5ForConditionalGeneration", TINY_MT5)
-    model = ours_from_reference(MT5ForConditionalGeneration, reference)
+    reference = shared_reference_model(transformers, "MT5ForConditionalGeneration", TINY_MT5)
+    model = shared_ours_from_reference(MT5ForConditionalGeneration, reference)
     batch = mt5_batch("left")
     full = model(**batch)
     encoder_output = model.encode(batch["input_ids"], batch["attention_mask"])[

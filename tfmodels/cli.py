@@ -1,4 +1,4 @@
-"""The `tfmodels` command line: `convert`, `demo` (more subcommands join as features land)."""
+"""The `tfmodels` command line: `convert`, `demo`, `translate` (more subcommands join as features land)."""
 
 import argparse
 import os
@@ -9,7 +9,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
-DEMO_CHECKPOINT = os.path.join(ASSETS_DIR, "demo-mt5")
 
 
 def _parse_size(text):
@@ -54,42 +53,205 @@ def _copy_side_files(source, destination):
             shutil.copy2(os.path.join(source, name), os.path.join(destination, name))
 
 
-def cmd_demo(args):
-    """Loads the bundled checkpoint, runs it, and says what it did."""
-    import numpy as np
+# ------------------------------------------------------------------- demo and translate
+# The bundled translator: a small M2M100-architecture model trained on CLDR names
+# (English -> German, French, Spanish) by examples/finetune_translation.py.
+DEFAULT_TRANSLATOR = os.path.join(ASSETS_DIR, "default-translator")
+DEMO_EXAMPLES_FILE = "demo_examples.json"
+# Inputs `demo --checkpoint` translates when the checkpoint brings no demo_examples.json.
+FALLBACK_DEMO_TEXTS = ("Switzerland", "Monday", "Swiss German", "January", "Germany")
 
-    from tfmodels.auto import load_seq2seq_lm
 
-    checkpoint = args.checkpoint or DEMO_CHECKPOINT
-    started = time.perf_counter()
-    model = load_seq2seq_lm(checkpoint)
-    print(f"loaded {type(model).__name__} from {checkpoint} in {time.perf_counter() - started:.2f}s")
-    params = sum(int(v.shape.num_elements()) for v in model.weights)
-    print(f"  {params:,} parameters; config: " + ", ".join(
-        f"{key}={getattr(model.config, key)}"
-        for key in ("vocab_size", "d_model")
-        if hasattr(model.config, key)
-    ))
-    rng = np.random.default_rng(0)
-    eos = model.config.eos_token_id
-    input_ids = rng.integers(3, model.config.vocab_size, size=(2, 12)).astype("int32")
-    input_ids[:, -1] = eos
-    input_ids[1, 8:] = model.config.pad_token_id
-    input_ids[1, 7] = eos
-    attention_mask = (np.arange(12)[None, :] < np.array([[12], [8]])).astype("int32")
-    labels = rng.integers(3, model.config.vocab_size, size=(2, 6)).astype("int32")
-    started = time.perf_counter()
-    out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
-    print(
-        f"forward on a padded batch {input_ids.shape}: logits {tuple(out.logits.shape)}, "
-        f"loss {float(out.loss):.4f} ({time.perf_counter() - started:.2f}s)"
-    )
-    if hasattr(model, "generate"):
+class Translator:
+    """A checkpoint's model + tokenizer, translating strings in-graph:
+    tokenizer -> `model.generate` (one compiled graph) -> detokenizer.
+
+    M2M100 picks the target language with a forced first token (`__de__`); mT5 has no
+    language tokens, so `mt5_prefix` (e.g. "to {tgt}: ") is put before each text.
+    """
+
+    def __init__(self, checkpoint):
+        import json
+
+        from tfmodels.auto import load_seq2seq_lm
+
         started = time.perf_counter()
-        generated = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=8)
-        print(f"greedy generate, 8 new tokens: {np.asarray(generated).tolist()} "
-              f"({time.perf_counter() - started:.2f}s incl. compile)")
+        self.checkpoint = checkpoint
+        self.model = load_seq2seq_lm(checkpoint)
+        self.is_m2m100 = self.model.config.model_type == "m2m_100"
+        if self.is_m2m100:
+            from tfmodels.tokenizers import M2M100Tokenizer
+
+            self.tokenizer = M2M100Tokenizer.from_pretrained(checkpoint)
+        else:
+            from tfmodels.tokenizers import T5Tokenizer
+
+            self.tokenizer = T5Tokenizer.from_pretrained(checkpoint)
+        self.load_seconds = time.perf_counter() - started
+        examples_path = os.path.join(checkpoint, DEMO_EXAMPLES_FILE)
+        self.demo_info = {}
+        if os.path.isfile(examples_path):
+            with open(examples_path, encoding="utf-8") as handle:
+                self.demo_info = json.load(handle)
+        # mT5 models from examples/finetune_translation.py record their task prefix
+        # ("to {tgt}: "); other mT5 checkpoints get the text as it is.
+        self.mt5_prefix = self.demo_info.get("mt5_prefix") or ""
+
+    @property
+    def parameters(self):
+        return sum(int(v.shape.num_elements()) for v in self.model.weights)
+
+    @property
+    def trained_languages(self):
+        """Target languages the checkpoint's demo examples cover (empty if unknown)."""
+        return sorted({e["tgt_lang"] for e in self.demo_info.get("examples", [])})
+
+    def check_languages(self, src, tgt):
+        """Raises `ValueError` naming the valid codes when `src`/`tgt` is not one."""
+        if not self.is_m2m100:
+            return
+        codes = list(self.tokenizer.lang_codes)
+        for flag, code in (("--src", src), ("--tgt", tgt)):
+            if code not in codes:
+                raise ValueError(
+                    f"unknown language code {code!r} for {flag}; valid codes: {' '.join(codes)}"
+                )
+
+    def translate(self, texts, src="en", tgt="de", num_beams=1, max_new_tokens=32):
+        """Translations of `texts` (a list of strings), as a list of strings."""
+        import tensorflow as tf
+
+        options = {"max_new_tokens": int(max_new_tokens), "num_beams": int(num_beams)}
+        if self.is_m2m100:
+            self.check_languages(src, tgt)
+            encoded = self.tokenizer(list(texts), src_lang=src)
+            options["forced_bos_token_id"] = self.tokenizer.get_lang_id(tgt)
+        else:
+            prefix = self.mt5_prefix.format(tgt=tgt)
+            encoded = self.tokenizer([prefix + text for text in texts])
+        output = self.model.generate(encoded["input_ids"],
+                                     attention_mask=encoded["attention_mask"], **options)
+        sequences = tf.convert_to_tensor(getattr(output, "sequences", output), tf.int32)
+        decoded = self.tokenizer.detokenize(sequences, skip_special_tokens=True)
+        return [text.decode("utf-8").strip() for text in decoded.numpy().reshape(-1)]
+
+
+def _describe(translator):
+    config = translator.model.config
+    size = sum(
+        os.path.getsize(os.path.join(translator.checkpoint, name))
+        for name in os.listdir(translator.checkpoint)
+    )
+    fields = ", ".join(
+        f"{key}={getattr(config, key)}"
+        for key in ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "num_layers")
+        if hasattr(config, key)
+    )
+    print(f"loaded {type(translator.model).__name__} + {type(translator.tokenizer).__name__} "
+          f"from {translator.checkpoint} in {translator.load_seconds:.2f}s")
+    print(f"  {translator.parameters:,} parameters, {size / 1e6:.1f} MB on disk; {fields}")
+
+
+def cmd_demo(args):
+    """Loads the bundled translator (or `--checkpoint`), translates a few held-out and
+    training examples per target language, and prints outputs, references and timings."""
+    checkpoint = args.checkpoint or DEFAULT_TRANSLATOR
+    if not os.path.isfile(os.path.join(checkpoint, "config.json")):
+        raise FileNotFoundError(f"no checkpoint (config.json) in {checkpoint}")
+    print("tfmodels demo: translating in-graph (tokenizer -> generate -> detokenizer), "
+          f"greedy, max {args.max_new_tokens} new tokens")
+    translator = Translator(checkpoint)
+    _describe(translator)
+    examples = translator.demo_info.get("examples")
+    if not examples:
+        tgt = args.tgt or "de"
+        examples = [{"split": "-", "source": text, "src_lang": "en", "tgt_lang": tgt,
+                     "reference": None} for text in FALLBACK_DEMO_TEXTS]
+    elif args.tgt:
+        examples = [e for e in examples if e["tgt_lang"] == args.tgt]
+    corpus = translator.demo_info.get("corpus")
+    if corpus:
+        print(f"  trained on: {corpus}; held-out items were never seen in training")
+    groups = {}
+    for example in examples:
+        groups.setdefault((example["src_lang"], example["tgt_lang"]), []).append(example)
+    exact = total = 0
+    for (src, tgt), group in groups.items():
+        started = time.perf_counter()
+        outputs = translator.translate([e["source"] for e in group], src=src, tgt=tgt,
+                                       num_beams=args.num_beams,
+                                       max_new_tokens=args.max_new_tokens)
+        seconds = time.perf_counter() - started
+        print(f"\n{src} -> {tgt} ({len(group)} texts, {seconds:.2f}s"
+              f"{' incl. tracing' if total == 0 else ''}):")
+        for example, output in zip(group, outputs):
+            reference = example.get("reference")
+            mark = ""
+            if reference is not None:
+                total += 1
+                exact += output == reference
+                mark = f"   [{example['split']}] reference: {reference}"
+                mark += " (exact)" if output == reference else ""
+            print(f"  {example['source']} -> {output}{mark}")
+    if total:
+        print(f"\n{exact}/{total} outputs equal the CLDR reference")
     return 0
+
+
+def _check_language_codes_early(checkpoint, src, tgt):
+    """Rejects unknown M2M100 language codes before the (slow) model load."""
+    import json
+
+    config_path = os.path.join(checkpoint, "tokenizer_config.json")
+    if not os.path.isfile(os.path.join(checkpoint, "vocab.json")) or not os.path.isfile(config_path):
+        return  # not an M2M100 checkpoint: nothing to check
+    with open(config_path, encoding="utf-8") as handle:
+        code_set = json.load(handle).get("language_codes") or "m2m100"
+    from tfmodels.tokenizers.m2m100_language_codes import M2M100_LANGUAGE_CODES
+
+    codes = M2M100_LANGUAGE_CODES.get(code_set, ())
+    for flag, code in (("--src", src), ("--tgt", tgt)):
+        if codes and code not in codes:
+            raise ValueError(
+                f"unknown language code {code!r} for {flag}; valid codes: {' '.join(codes)}"
+            )
+
+
+def cmd_translate(args):
+    """Translates the text arguments (or stdin lines), one output line per input."""
+    texts = list(args.texts) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        raise ValueError("nothing to translate: give texts as arguments or on stdin")
+    checkpoint = args.checkpoint or DEFAULT_TRANSLATOR
+    if not os.path.isfile(os.path.join(checkpoint, "config.json")):
+        raise FileNotFoundError(f"no checkpoint (config.json) in {checkpoint}")
+    _check_language_codes_early(checkpoint, args.src, args.tgt)
+    translator = Translator(checkpoint)
+    trained = translator.trained_languages
+    if translator.is_m2m100 and trained and args.tgt not in trained:
+        print(f"tfmodels translate: warning: this checkpoint was trained for "
+              f"{', '.join(trained)}, not {args.tgt!r}", file=sys.stderr)
+    outputs = translator.translate(texts, src=args.src, tgt=args.tgt, num_beams=args.num_beams,
+                                   max_new_tokens=args.max_new_tokens)
+    for output in outputs:
+        print(output)
+    return 0
+
+
+def _add_generation_arguments(parser):
+    parser.add_argument("--checkpoint",
+                        help="checkpoint folder (M2M100 or mT5) instead of the bundled "
+                        "default-translator")
+    parser.add_argument("--num-beams", type=int, default=1, help="beam width (default 1: greedy)")
+    parser.add_argument("--max-new-tokens", type=int, default=32,
+                        help="most tokens to generate per text (default 32)")
+
+
+def cmd_export(args):
+    """SavedModel for TF Serving (strings in, strings out); see savedmodel/README.md."""
+    from savedmodel.cli import run_export
+
+    return run_export(args)
 
 
 def build_parser():
@@ -108,9 +270,33 @@ def build_parser():
     convert.add_argument("--max-shard-size", help="shard safetensors output, e.g. 2GB")
     convert.set_defaults(handler=cmd_convert)
 
-    demo = commands.add_parser("demo", help="run the bundled model and show what it does")
-    demo.add_argument("--checkpoint", help="use this checkpoint instead of the bundled one")
+    demo = commands.add_parser(
+        "demo", help="translate held-out and training examples with the bundled translator "
+        "(or --checkpoint) and show what it does"
+    )
+    _add_generation_arguments(demo)
+    demo.add_argument("--tgt", help="only examples with this target language")
     demo.set_defaults(handler=cmd_demo)
+
+    translate = commands.add_parser(
+        "translate", help="translate texts (arguments, or stdin lines) with the bundled "
+        "translator (or --checkpoint)"
+    )
+    translate.add_argument("texts", nargs="*", help="texts; without any, stdin lines")
+    translate.add_argument("--src", default="en", help="source language code (default en)")
+    translate.add_argument("--tgt", default="de",
+                           help="target language code (default de; the bundled model knows "
+                           "de, fr, es); ignored by mT5 checkpoints without a prefix")
+    _add_generation_arguments(translate)
+    translate.set_defaults(handler=cmd_translate)
+
+    from savedmodel.cli import add_export_arguments
+
+    export = commands.add_parser(
+        "export", help="write a TF Serving SavedModel (text in, text out) to OUT_DIR/<version>/"
+    )
+    add_export_arguments(export)
+    export.set_defaults(handler=cmd_export)
     return parser
 
 

@@ -36,6 +36,14 @@ import sentencepiece as spm
 DATA_DIR = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(DATA_DIR, "corpus.txt")
 
+# fairseq's M2M100 language list (same order as transformers' m2m100 codes).
+M2M100_CODES = (
+    "af am ar ast az ba be bg bn br bs ca ceb cs cy da de el en es et fa ff fi fr fy ga "
+    "gd gl gu ha he hi hr ht hu hy id ig ilo is it ja jv ka kk km kn ko lb lg ln lo lt "
+    "lv mg mk ml mn mr ms my ne nl no ns oc or pa pl ps pt ro ru sd si sk sl so sq sr ss "
+    "su sv sw ta th tl tn tr uk ur uz vi wo xh yi yo zh zu"
+).split()
+
 COMMON_TRAINER_ARGS = dict(
     input=CORPUS,
     num_threads=1,
@@ -126,6 +134,9 @@ def make_m2m100(out_dir):
             "sep_token": "</s>",
             "unk_token": "<unk>",
             "pad_token": "<pad>",
+            # As in facebook/m2m100_418M: the language tokens are listed as
+            # special tokens, so "__xx__" in raw text is one token.
+            "additional_special_tokens": [f"__{code}__" for code in M2M100_CODES],
         },
     )
     _write_json(

@@ -95,6 +95,7 @@ def _compiled_search(model, plan, jit_compile):
         input_signature=[input_signature(plan)],
         jit_compile=bool(jit_compile),
         reduce_retracing=False,
+        autograph=False,
     )
     with _cache_lock:
         cache[key] = function
@@ -261,7 +262,7 @@ def generate(
     buffer_bucket = bucket_size(lengths.max_length, MIN_BUFFER_BUCKET)
     plan = make_plan(
         model, config, lengths, batch_size=batch_bucket, source_length=source_bucket,
-        buffer_length=buffer_bucket, has_forced_bos=forced_bos is not None,
+        buffer_length=buffer_bucket,
     )
 
     # Pad the batch with copies of row 0 (inactive) and the source with masked pad tokens.
@@ -288,13 +289,19 @@ def generate(
     tensors = {name: tf.constant(value, dtype=INPUT_DTYPES[name]) for name, value in inputs.items()}
     outputs = _compiled_search(model, plan, jit_compile)(tensors)
 
-    real_rows = batch * plan.rows_out
-    row_lengths = outputs["lengths"].numpy()[:real_rows]
-    longest = int(row_lengths.max())
-    sequences = tf.constant(outputs["sequences"].numpy()[:real_rows, :longest], tf.int32)
+    # Back to numpy: drop batch padding and, for beam search, the beams not returned.
+    per_input = plan.expansion
+    returned = config.num_return_sequences
+    arrays = {}
+    for name, value in outputs.items():
+        value = value.numpy()
+        value = value.reshape((batch_bucket, per_input) + value.shape[1:])[:batch, :returned]
+        arrays[name] = value.reshape((batch * returned,) + value.shape[2:])
+    longest = int(arrays["lengths"].max())
+    sequences = tf.constant(arrays["sequences"][:, :longest], tf.int32)
     if not config.return_dict_in_generate:
         return sequences
     scores = None
     if plan.num_beams > 1:
-        scores = tf.constant(outputs["sequences_scores"].numpy()[:real_rows], tf.float32)
+        scores = tf.constant(arrays["sequences_scores"], tf.float32)
     return GenerateOutput(sequences=sequences, sequences_scores=scores)

@@ -33,7 +33,9 @@ INPUT_DTYPES = {
     "temperature": tf.float32,  # scalar
     "top_p": tf.float32,  # scalar
     "length_penalty_table": tf.float32,  # [buffer_length + 1]
+    "early_stop_when_full": tf.bool,  # scalar
     "heuristic_uses_max_length": tf.bool,  # scalar
+    "forced_eos_token_id": tf.int32,  # scalar, -1 = none
     "seed": tf.int32,  # [2]
 }
 
@@ -63,10 +65,12 @@ def _repeat_rows(tensor, times):
 def run_search(model, plan, inputs):
     """Encoder + decoding loop for one `SearchPlan`; `inputs` as in `INPUT_DTYPES`.
 
-    Returns `{"sequences": [batch * num_return_sequences, buffer_length] int32,
-    "sequences_scores": [...] float32 (beam search; zeros otherwise),
-    "lengths": [...] int32}` (total lengths, prompt included; batch padding rows report
-    `prompt_length`).
+    Returns, with `per_row = num_beams` for beam search (all finished hypotheses, best
+    first) and `num_samples` otherwise:
+    `{"sequences": [batch * per_row, buffer_length] int32,
+      "sequences_scores": [batch * per_row] float32 (beam search; zeros otherwise),
+      "lengths": [batch * per_row] int32}` — total lengths, prompt included; batch
+    padding rows report `prompt_length`.
     """
     expansion = plan.expansion
     prompt_length = plan.prompt_length
@@ -118,16 +122,14 @@ def run_search(model, plan, inputs):
         repetition_penalty=inputs["repetition_penalty"],
         temperature=inputs["temperature"],
         top_p=inputs["top_p"],
-        forced_bos_token_id=(
-            _repeat_rows(inputs["forced_bos_token_id"], expansion) if spec.use_forced_bos else None
-        ),
+        forced_bos_token_id=_repeat_rows(inputs["forced_bos_token_id"], expansion),
+        forced_eos_token_id=inputs["forced_eos_token_id"],
     )
     process_fn = LogitsProcessing(spec, values)
     random_key = gen_random.seed_key(inputs["seed"]) if plan.do_sample else None
 
     fill = tf.fill([rows, buffer_length - prompt_length], tf.constant(plan.fill_token_id, tf.int32))
-    sequences = tf.concat([prompt, fill], axis=1)
-    sequences = tf.ensure_shape(sequences, [None, buffer_length])
+    sequences = tf.ensure_shape(tf.concat([prompt, fill], axis=1), [None, buffer_length])
 
     if plan.num_beams == 1:
         sequences, lengths = search.greedy_search(
@@ -144,7 +146,6 @@ def run_search(model, plan, inputs):
             random_key=random_key,
         )
         scores = tf.zeros(tf.shape(lengths), tf.float32)
-        active_out = is_active_rows
     else:
         sequences, scores, lengths = search.beam_search(
             step_fn,
@@ -159,15 +160,25 @@ def run_search(model, plan, inputs):
             spec.vocab_size,
             plan.eos_token_ids,
             inputs["length_penalty_table"],
-            plan.early_stopping,
+            inputs["early_stop_when_full"],
             inputs["heuristic_uses_max_length"],
-            plan.num_return_sequences,
             do_sample=plan.do_sample,
             random_key=random_key,
         )
-        active_out = _repeat_rows(inputs["is_active"], plan.num_return_sequences)
-    lengths = tf.where(active_out, lengths, tf.constant(prompt_length, tf.int32))
+    lengths = tf.where(is_active_rows, lengths, tf.constant(prompt_length, tf.int32))
     return {"sequences": sequences, "sequences_scores": scores, "lengths": lengths}
+
+
+def select_returned(outputs, plan, num_return_sequences):
+    """Keeps the best `num_return_sequences` beams per input (beam search outputs all)."""
+    if plan.num_beams == 1 or num_return_sequences == plan.num_beams:
+        return outputs
+    selected = {}
+    for name, value in outputs.items():
+        per_input = tf.reshape(value, tf.concat([[-1, plan.num_beams], tf.shape(value)[1:]], 0))
+        kept = per_input[:, :num_return_sequences]
+        selected[name] = tf.reshape(kept, tf.concat([[-1], tf.shape(value)[1:]], 0))
+    return selected
 
 
 def generate_graph(
@@ -218,7 +229,7 @@ def generate_graph(
     lengths = resolve_lengths(model, config, prompt_length, "max_length" in options)
     plan = make_plan(
         model, config, lengths, batch_size=None, source_length=None,
-        buffer_length=lengths.max_length, has_forced_bos=forced_bos_token_id is not None,
+        buffer_length=lengths.max_length,
     )
     del pad
     values = runtime_values(config, lengths, plan.buffer_length)
@@ -234,7 +245,7 @@ def generate_graph(
         ),
         seed=tf.zeros([2], tf.int32) if seed is None else tf.cast(seed, tf.int32),
     )
-    outputs = run_search(model, plan, inputs)
+    outputs = select_returned(run_search(model, plan, inputs), plan, config.num_return_sequences)
     longest = tf.reduce_max(outputs["lengths"])
     outputs["sequences"] = outputs["sequences"][:, :longest]
     return outputs

@@ -105,12 +105,6 @@ def apply_forced_token(scores, force, token_ids):
     return tf.where(force[:, tf.newaxis], forced, scores)
 
 
-def apply_forced_eos(scores, cur_len, max_length, eos_mask):
-    """At the last position (`cur_len == max_length - 1`) only EOS ids stay possible (0)."""
-    forced = tf.where(eos_mask, tf.constant(0.0, tf.float32), tf.constant(NEG_INF, tf.float32))
-    return tf.where(tf.equal(cur_len, max_length - 1), forced[tf.newaxis, :], scores)
-
-
 def apply_temperature(scores, temperature):
     return scores / temperature
 
@@ -143,16 +137,16 @@ def apply_top_p(scores, top_p, min_tokens_to_keep=1):
 # ------------------------------------------------------------------------------ the chain
 @dataclasses.dataclass(frozen=True)
 class ProcessorSpec:
-    """The static part of logit processing: which processors exist (hashable, part of the
-    compiled function's cache key). Runtime values live in `ProcessorValues`."""
+    """The static part of logit processing (hashable, part of the compiled function's
+    cache key): which processors exist in the graph. Everything else is a run-time value
+    in `ProcessorValues`; processors that act only at some steps (minimum length, forced
+    BOS / EOS) sit behind a `tf.cond` and cost nothing at the other steps."""
 
     vocab_size: int
     eos_token_ids: Tuple[int, ...] = ()
     use_repetition_penalty: bool = False
     no_repeat_ngram_size: int = 0
-    use_min_length: bool = False
-    use_forced_bos: bool = False
-    forced_eos_token_id: Optional[int] = None
+    allow_forced_bos: bool = False  # only a one-token prompt has a "first step" to force
     do_sample: bool = False
     use_temperature: bool = False
     top_k: int = 0
@@ -162,7 +156,7 @@ class ProcessorSpec:
 
 @dataclasses.dataclass
 class ProcessorValues:
-    """Runtime tensors for the processors (scalars unless noted)."""
+    """Run-time tensors of the processors (int32 / float32 scalars unless noted)."""
 
     max_length: tf.Tensor
     min_length: tf.Tensor
@@ -170,13 +164,14 @@ class ProcessorValues:
     temperature: tf.Tensor
     top_p: tf.Tensor
     forced_bos_token_id: Optional[tf.Tensor] = None  # [rows] int32, -1 = not forced
+    forced_eos_token_id: Optional[tf.Tensor] = None  # scalar int32, -1 = none
 
 
 class LogitsProcessing:
     """Applies the configured processors to one step's scores.
 
     Example:
-    >>> spec = ProcessorSpec(vocab_size=6, eos_token_ids=(1,), use_min_length=True)
+    >>> spec = ProcessorSpec(vocab_size=6, eos_token_ids=(1,))
     >>> values = ProcessorValues(max_length=tf.constant(10), min_length=tf.constant(3),
     ...                          repetition_penalty=tf.constant(1.0),
     ...                          temperature=tf.constant(1.0), top_p=tf.constant(1.0))
@@ -197,15 +192,29 @@ class LogitsProcessing:
             scores = apply_repetition_penalty(scores, sequences, cur_len, values.repetition_penalty)
         if spec.no_repeat_ngram_size > 0:
             scores = apply_no_repeat_ngram(scores, sequences, cur_len, spec.no_repeat_ngram_size)
-        if spec.use_min_length and spec.eos_token_ids:
-            scores = apply_min_length(scores, cur_len, values.min_length, self.eos_mask)
-        if spec.use_forced_bos:
+        if spec.eos_token_ids:
+            scores = tf.cond(
+                cur_len < values.min_length,
+                lambda: apply_min_length(scores, cur_len, values.min_length, self.eos_mask),
+                lambda: scores,
+            )
+        if spec.allow_forced_bos and values.forced_bos_token_id is not None:
             forced_ids = values.forced_bos_token_id
-            force = tf.logical_and(tf.equal(cur_len, 1), forced_ids >= 0)
-            scores = apply_forced_token(scores, force, forced_ids)
-        if spec.forced_eos_token_id is not None:
-            forced_eos_mask = vocab_mask((spec.forced_eos_token_id,), spec.vocab_size)
-            scores = apply_forced_eos(scores, cur_len, values.max_length, forced_eos_mask)
+            scores = tf.cond(
+                tf.logical_and(tf.equal(cur_len, 1), tf.reduce_any(forced_ids >= 0)),
+                lambda: apply_forced_token(scores, forced_ids >= 0, forced_ids),
+                lambda: scores,
+            )
+        if values.forced_eos_token_id is not None:
+            eos_id = values.forced_eos_token_id
+            rows = tf.shape(scores)[0]
+            scores = tf.cond(
+                tf.logical_and(tf.equal(cur_len, values.max_length - 1), eos_id >= 0),
+                lambda: apply_forced_token(
+                    scores, tf.ones([rows], tf.bool), tf.fill([rows], eos_id)
+                ),
+                lambda: scores,
+            )
         if spec.do_sample:
             if spec.use_temperature:
                 scores = apply_temperature(scores, values.temperature)

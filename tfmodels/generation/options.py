@@ -14,7 +14,6 @@ import numpy as np
 from tfmodels.generation.generation_config import GenerationConfig
 from tfmodels.generation.logits_processors import ProcessorSpec
 
-# Static options of a search, on top of the processors.
 _REFERENCE_DEFAULT_MAX_LENGTH = GenerationConfig().max_length
 
 
@@ -24,7 +23,10 @@ class SearchPlan:
 
     `batch_size` / `source_length` are the padded (bucketed) input shapes, or None for a
     graph with dynamic shapes (exporters). `buffer_length` is the static size of the token
-    buffer and of the self-attention cache (>= `max_length`).
+    buffer and of the self-attention cache (>= `max_length`). `num_samples` is the number
+    of independent rows per input when sampling without beams (`num_return_sequences`),
+    else 1. Beam search returns all `num_beams` finished hypotheses per input, best
+    first; callers keep the first `num_return_sequences`.
     """
 
     batch_size: Optional[int]
@@ -32,9 +34,8 @@ class SearchPlan:
     buffer_length: int
     prompt_length: int
     num_beams: int
-    num_return_sequences: int
+    num_samples: int
     do_sample: bool
-    early_stopping: object
     eos_token_ids: Tuple[int, ...]
     pad_token_id: int
     fill_token_id: int
@@ -43,12 +44,7 @@ class SearchPlan:
     @property
     def expansion(self):
         """Decoder rows per input row: beams, or independent samples."""
-        return self.num_beams if self.num_beams > 1 else self.num_return_sequences
-
-    @property
-    def rows_out(self):
-        """Returned sequences per input row."""
-        return self.num_return_sequences
+        return self.num_beams if self.num_beams > 1 else self.num_samples
 
 
 def resolve_generation_config(model, generation_config=None, options=None):
@@ -148,11 +144,9 @@ def special_tokens(model, config):
     return int(start), int(pad), tuple(eos_ids)
 
 
-def make_plan(model, config, lengths, batch_size, source_length, buffer_length,
-              has_forced_bos):
+def make_plan(model, config, lengths, batch_size, source_length, buffer_length):
     """Builds the static `SearchPlan` of one call."""
-    start, pad, eos_ids = special_tokens(model, config)
-    del start
+    _, pad, eos_ids = special_tokens(model, config)
     if config.num_beams > 1:
         # The reference pads finished beams with `pad_token_id or eos_token_id[0]` (a pad id
         # of 0 falls through to EOS), or -1 when there is no EOS.
@@ -161,18 +155,15 @@ def make_plan(model, config, lengths, batch_size, source_length, buffer_length,
         fill = pad
     do_sample = bool(config.do_sample)
     min_tokens_to_keep = (len(eos_ids) + 1 if eos_ids else 2) if config.num_beams > 1 else 1
-    top_k = int(config.top_k or 0) if do_sample else 0
     processors = ProcessorSpec(
         vocab_size=int(model.config.vocab_size),
         eos_token_ids=eos_ids,
         use_repetition_penalty=float(config.repetition_penalty) != 1.0,
         no_repeat_ngram_size=int(config.no_repeat_ngram_size or 0),
-        use_min_length=bool(eos_ids) and lengths.min_length > 0,
-        use_forced_bos=bool(has_forced_bos) and lengths.prompt_length == 1,
-        forced_eos_token_id=config.forced_eos_token_id,
+        allow_forced_bos=lengths.prompt_length == 1,
         do_sample=do_sample,
         use_temperature=do_sample and float(config.temperature) != 1.0,
-        top_k=top_k,
+        top_k=int(config.top_k or 0) if do_sample else 0,
         use_top_p=do_sample and config.top_p is not None and float(config.top_p) < 1.0,
         min_tokens_to_keep=min_tokens_to_keep,
     )
@@ -182,9 +173,8 @@ def make_plan(model, config, lengths, batch_size, source_length, buffer_length,
         buffer_length=int(buffer_length),
         prompt_length=int(lengths.prompt_length),
         num_beams=int(config.num_beams),
-        num_return_sequences=int(config.num_return_sequences),
+        num_samples=int(config.num_return_sequences) if config.num_beams == 1 else 1,
         do_sample=do_sample,
-        early_stopping=config.early_stopping,
         eos_token_ids=eos_ids,
         pad_token_id=pad,
         fill_token_id=int(fill),
@@ -209,7 +199,11 @@ def runtime_values(config, lengths, buffer_length):
         "temperature": np.float32(config.temperature),
         "top_p": np.float32(1.0 if config.top_p is None else config.top_p),
         "length_penalty_table": length_penalty_table(config.length_penalty, buffer_length),
+        "early_stop_when_full": np.bool_(config.early_stopping is True),
         "heuristic_uses_max_length": np.bool_(
             config.early_stopping == "never" and float(config.length_penalty) > 0.0
+        ),
+        "forced_eos_token_id": np.int32(
+            -1 if config.forced_eos_token_id is None else config.forced_eos_token_id
         ),
     }

@@ -31,6 +31,14 @@ def _write_column(buffer, column, values):
     return tf.where(is_column, values[..., tf.newaxis], buffer)
 
 
+def _keep_static_shapes(new_values, old_values):
+    """Loop outputs keep the static shapes of the loop inputs (ops such as reshapes with
+    dynamic sizes lose a known batch dimension, which tf.while_loop rejects)."""
+    for new, old in zip(tf.nest.flatten(new_values), tf.nest.flatten(old_values)):
+        new.set_shape(old.shape)
+    return new_values
+
+
 def _is_eos(token_ids, eos_token_ids):
     hit = tf.zeros_like(token_ids, dtype=tf.bool)
     for eos in eos_token_ids:
@@ -77,7 +85,10 @@ def greedy_search(
     def condition(cur_len, sequences, cache, unfinished, last_tokens, lengths):
         return tf.logical_and(cur_len < max_length, tf.reduce_any(unfinished))
 
-    def body(cur_len, sequences, cache, unfinished, last_tokens, lengths):
+    def body(*loop_vars):
+        return _keep_static_shapes(greedy_step(*loop_vars), loop_vars)
+
+    def greedy_step(cur_len, sequences, cache, unfinished, last_tokens, lengths):
         logits, cache = step_fn(last_tokens[:, tf.newaxis], cache, cur_len - 1)
         scores = process_fn(logits, sequences, cur_len)
         if do_sample:
@@ -117,9 +128,8 @@ def beam_search(
     vocab_size,
     eos_token_ids,
     length_penalty_table,
-    early_stopping,
+    early_stop_when_full,
     heuristic_uses_max_length,
-    num_return_sequences,
     do_sample=False,
     random_key=None,
 ):
@@ -129,28 +139,31 @@ def beam_search(
     continuations over all beams of an example; the best `num_beams` of them that did not
     just end continue, and those among the first `num_beams` that ended (EOS or the
     length limit) compete, scored `sum_logprobs / generated_len ** length_penalty`, for
-    the `num_beams` finished slots. `early_stopping`: True stops an example once it has
-    `num_beams` finished hypotheses; False / "never" stop when no running beam can beat
-    the worst finished one by the reference's heuristic.
+    the `num_beams` finished slots. With `early_stop_when_full` (the reference's
+    `early_stopping=True`) an example stops once it has `num_beams` finished
+    hypotheses; otherwise it stops when no running beam can beat the worst finished one
+    by the reference's heuristic (`early_stopping=False` / `"never"`).
 
     Args:
         sequences: `[batch * num_beams, buffer_len]` int32: prompt, then the fill value.
         is_active: `[batch]` bool; inactive examples are done from the start.
         length_penalty_table: `[buffer_len + 1]` float32, `n ** length_penalty` at n.
+        early_stop_when_full: bool scalar tensor.
         heuristic_uses_max_length: bool scalar tensor, the reference's
             `early_stopping == "never" and length_penalty > 0` case.
 
     Returns:
-        `(sequences [batch * num_return_sequences, buffer_len],
-          scores [batch * num_return_sequences], lengths [...])`, best first per example.
+        `(sequences [batch * num_beams, buffer_len], scores [batch * num_beams],
+          lengths [batch * num_beams])`: every example's finished hypotheses, best first.
     """
     beams_to_keep = max(2, 1 + len(eos_token_ids)) * num_beams
     rows = tf.shape(sequences)[0]
     batch = rows // num_beams
-    buffer_len = sequences.shape[1] if sequences.shape[1] is not None else tf.shape(sequences)[1]
-    early_stop_when_full = early_stopping is True
+    buffer_len = sequences.shape[1]
+    if buffer_len is None:
+        raise ValueError("beam_search needs a token buffer of static length")
 
-    running = tf.reshape(sequences, [batch, num_beams, -1])  # [batch, beams, buffer_len]
+    running = tf.reshape(sequences, [batch, num_beams, buffer_len])
     first_beam_only = tf.concat(
         [tf.zeros([1], tf.float32), tf.fill([num_beams - 1], tf.constant(LARGE_NEGATIVE, tf.float32))],
         axis=0,
@@ -166,25 +179,27 @@ def beam_search(
     last_tokens = sequences[:, prompt_length - 1]
     is_top_slot = tf.range(beams_to_keep, dtype=tf.int32) < num_beams  # [beams_to_keep]
     beam_offsets = tf.range(batch, dtype=tf.int32)[:, tf.newaxis] * num_beams
+    inactive = tf.logical_not(is_active)[:, tf.newaxis]  # [batch, 1]
 
     def condition(cur_len, running, running_scores, finished, finished_scores,
                   finished_lengths, is_finished, improvable, all_candidates_ended,
                   last_tokens, cache):
-        keep_going = tf.logical_and(tf.reduce_any(improvable), tf.logical_not(all_candidates_ended))
-        if early_stop_when_full:
-            everyone_full = tf.reduce_all(
-                tf.logical_or(is_finished, tf.logical_not(is_active)[:, tf.newaxis])
-            )
-            keep_going = tf.logical_and(keep_going, tf.logical_not(everyone_full))
-        return keep_going
+        everyone_full = tf.reduce_all(tf.logical_or(is_finished, inactive))
+        return tf.logical_and(
+            tf.logical_and(tf.reduce_any(improvable), tf.logical_not(all_candidates_ended)),
+            tf.logical_not(tf.logical_and(everyone_full, early_stop_when_full)),
+        )
 
-    def body(cur_len, running, running_scores, finished, finished_scores,
-             finished_lengths, is_finished, improvable, all_candidates_ended,
-             last_tokens, cache):
+    def body(*loop_vars):
+        return _keep_static_shapes(beam_step(*loop_vars), loop_vars)
+
+    def beam_step(cur_len, running, running_scores, finished, finished_scores,
+                  finished_lengths, is_finished, improvable, all_candidates_ended,
+                  last_tokens, cache):
         # a. Log-probabilities of every continuation, processed, added to the beam scores.
         logits, cache = step_fn(last_tokens[:, tf.newaxis], cache, cur_len - 1)
         log_probs = tf.nn.log_softmax(logits, axis=-1)
-        log_probs = process_fn(log_probs, tf.reshape(running, [rows, -1]), cur_len)
+        log_probs = process_fn(log_probs, tf.reshape(running, [rows, buffer_len]), cur_len)
         log_probs = tf.reshape(log_probs, [batch, num_beams, vocab_size])
         accumulated = log_probs + running_scores[:, :, tf.newaxis]
         accumulated = tf.reshape(accumulated, [batch, num_beams * vocab_size])
@@ -212,11 +227,9 @@ def beam_search(
 
         # d. Finished hypotheses: merge the candidates that just ended with the kept ones.
         just_finished = tf.logical_and(ended, is_top_slot[tf.newaxis, :])
-        generated = cur_len + 1 - prompt_length
-        candidate_scores = top_scores / length_penalty_table[generated]
-        if early_stop_when_full:
-            full = tf.reduce_all(is_finished, axis=1, keepdims=True)
-            candidate_scores += tf.cast(full, tf.float32) * LARGE_NEGATIVE
+        candidate_scores = top_scores / tf.gather(length_penalty_table, cur_len + 1 - prompt_length)
+        full = tf.logical_and(tf.reduce_all(is_finished, axis=1, keepdims=True), early_stop_when_full)
+        candidate_scores += tf.cast(full, tf.float32) * LARGE_NEGATIVE
         candidate_scores += tf.cast(tf.logical_not(improvable)[:, tf.newaxis], tf.float32) * LARGE_NEGATIVE
         candidate_scores += tf.cast(tf.logical_not(just_finished), tf.float32) * LARGE_NEGATIVE
         merged_scores = tf.concat([finished_scores, candidate_scores], axis=1)
@@ -234,35 +247,29 @@ def beam_search(
         cur_len = cur_len + 1
 
         # f. Can a running beam still beat the worst finished one?
-        hypothetical = tf.where(heuristic_uses_max_length, max_length - prompt_length, cur_len - prompt_length)
-        best_running = running_scores[:, :1] / length_penalty_table[hypothetical]
+        hypothetical = tf.where(
+            heuristic_uses_max_length, max_length - prompt_length, cur_len - prompt_length
+        )
+        best_running = running_scores[:, :1] / tf.gather(length_penalty_table, hypothetical)
         worst_finished = tf.where(
             is_finished,
             tf.reduce_min(finished_scores, axis=1, keepdims=True),
             tf.constant(LARGE_NEGATIVE, tf.float32),
         )
-        improvable = tf.logical_and(
-            improvable, tf.reduce_any(best_running > worst_finished, axis=1)
-        )
-        all_candidates_ended = tf.reduce_all(
-            tf.logical_or(ended, tf.logical_not(is_active)[:, tf.newaxis])
-        )
+        improvable = tf.logical_and(improvable, tf.reduce_any(best_running > worst_finished, axis=1))
+        all_candidates_ended = tf.reduce_all(tf.logical_or(ended, inactive))
         return (cur_len, running, running_scores, finished, finished_scores, finished_lengths,
                 is_finished, improvable, all_candidates_ended, tf.reshape(next_tokens, [rows]),
                 cache)
 
-    static_len = sequences.shape[1]
     loop_vars = (cur_len, running, running_scores, finished, finished_scores, finished_lengths,
                  is_finished, improvable, all_candidates_ended, last_tokens, cache)
     results = tf.while_loop(
-        condition,
-        body,
-        loop_vars,
-        maximum_iterations=None if static_len is None else static_len - prompt_length,
+        condition, body, loop_vars, maximum_iterations=buffer_len - prompt_length
     )
     finished, finished_scores, finished_lengths = results[3], results[4], results[5]
-    returned = num_return_sequences
-    out_sequences = tf.reshape(finished[:, :returned], [batch * returned, buffer_len])
-    out_scores = tf.reshape(finished_scores[:, :returned], [batch * returned])
-    out_lengths = tf.reshape(finished_lengths[:, :returned], [batch * returned])
-    return out_sequences, out_scores, out_lengths
+    return (
+        tf.reshape(finished, [rows, buffer_len]),
+        tf.reshape(finished_scores, [rows]),
+        tf.reshape(finished_lengths, [rows]),
+    )

@@ -74,13 +74,17 @@ class MultiHeadAttention(keras.layers.Layer):
         self.output_dense = dense(hidden_dim, "output")
         self.dropout_layer = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
 
-    def build(self, query_shape, key_value_shape=None):
-        key_value_shape = key_value_shape or query_shape
-        self.query_dense.build(query_shape)
-        self.key_dense.build(key_value_shape)
-        self.value_dense.build(key_value_shape)
-        self.output_dense.build(tuple(query_shape[:-1]) + (self.num_heads * self.head_dim,))
-        super().build(query_shape)
+    # Argument names are `call()`'s plus `_shape`: Keras matches them when it builds the
+    # layer on its first call.
+    def build(self, query_states_shape, key_value_states_shape=None):
+        key_value_states_shape = key_value_states_shape or query_states_shape
+        self.query_dense.build(query_states_shape)
+        self.key_dense.build(key_value_states_shape)
+        self.value_dense.build(key_value_states_shape)
+        self.output_dense.build(
+            tuple(query_states_shape[:-1]) + (self.num_heads * self.head_dim,)
+        )
+        super().build(query_states_shape)
 
     def _split_heads(self, projected):
         # [batch, length, heads * head_dim] -> [batch, heads, length, head_dim]
@@ -163,15 +167,24 @@ class MultiHeadAttention(keras.layers.Layer):
 
 
 def _dynamic_update_slice(tensor, update, start_indices):
-    """Writes `update` into `tensor` at `start_indices` (int32 scalars).
+    """Writes `update` `[batch, heads, new_len, head_dim]` into the cache `tensor`
+    `[batch, heads, cache_len, head_dim]` at time position `start_indices[2]` (an int32
+    scalar that may be a loop variable; the other start indices must be 0).
 
-    TensorStridedSliceUpdate is a stock TensorFlow op with a kernel outside XLA too, so the
-    same graph serves the XLA and the plain-graph (TF Serving default) decoding paths.
+    Expressed as a select over the time axis, which compiles under XLA with a dynamic
+    position (XLA turns it into an in-place dynamic-update-slice inside a while loop;
+    TensorStridedSliceUpdate needs a compile-time-constant begin there) and runs as one
+    fused elementwise kernel in a plain graph, so the same stock-op graph serves both
+    decoding paths. The values written are exactly `update`.
     """
-    return tf.raw_ops.TensorStridedSliceUpdate(
-        input=tensor,
-        begin=tf.stack(start_indices),
-        end=tf.stack(start_indices) + tf.shape(update),
-        strides=tf.ones([4], tf.int32),
-        value=update,
-    )
+    position = tf.cast(start_indices[2], tf.int32)
+    cache_len = tf.shape(tensor)[2]
+    new_len = update.shape[2] if update.shape[2] is not None else tf.shape(update)[2]
+    slots = tf.range(cache_len, dtype=tf.int32)
+    in_window = tf.logical_and(slots >= position, slots < position + new_len)
+    if update.shape[2] == 1:
+        spread = update  # broadcasts over the time axis
+    else:
+        offsets = tf.clip_by_value(slots - position, 0, new_len - 1)
+        spread = tf.gather(update, offsets, axis=2)
+    return tf.where(in_window[tf.newaxis, tf.newaxis, :, tf.newaxis], spread, tensor)

@@ -65,6 +65,15 @@ class RelativePositionBias(keras.layers.Layer):
         )
         super().build(input_shape)
 
+    def __call__(self, query_length, key_length, query_offset=0, **kwargs):
+        # Keras accepts only tensors as positional arguments; lengths are often Python ints.
+        return super().__call__(
+            tf.convert_to_tensor(query_length, tf.int32),
+            tf.convert_to_tensor(key_length, tf.int32),
+            query_offset=query_offset,
+            **kwargs,
+        )
+
     def call(self, query_length, key_length, query_offset=0):
         if not self.built:
             self.build()

@@ -112,7 +112,9 @@ class TransformerLayer(keras.layers.Layer):
         )
         self.residual_dropout = keras.layers.Dropout(dropout, dtype=policy)
 
-    def build(self, input_shape, encoder_shape=None):
+    # Argument names are `call()`'s plus `_shape` (Keras matches them on a first call).
+    def build(self, hidden_states_shape, encoder_hidden_states_shape=None):
+        input_shape, encoder_shape = hidden_states_shape, encoder_hidden_states_shape
         self.self_attention_norm.build(input_shape)
         self.self_attention.build(input_shape)
         if self.is_decoder:

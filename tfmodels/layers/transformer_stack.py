@@ -112,7 +112,9 @@ class TransformerStack(keras.layers.Layer):
         self.final_norm = make_norm(norm_type, norm_epsilon, policy, "final_norm")
         self.dropout_layer = keras.layers.Dropout(dropout, dtype=policy)
 
-    def build(self, input_shape, encoder_shape=None):
+    # Argument names are `call()`'s plus `_shape` (Keras matches them on a first call).
+    def build(self, inputs_embeds_shape, encoder_hidden_states_shape=None):
+        input_shape, encoder_shape = inputs_embeds_shape, encoder_hidden_states_shape
         if self.relative_position_bias is not None:
             self.relative_position_bias.build()
         for layer in self.transformer_layers:

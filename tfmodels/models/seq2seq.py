@@ -17,6 +17,7 @@ from tfmodels.layers.relative_position_bias import RelativePositionBias
 from tfmodels.layers.rms_norm import RMSNorm
 from tfmodels.layers.transformer_stack import TransformerStack
 from tfmodels.models.outputs import ModelOutput
+from tfmodels.training.seq2seq_training import Seq2SeqTrainingMixin
 
 IGNORE_INDEX = -100
 
@@ -80,7 +81,7 @@ def _unpack_inputs(input_ids, kwargs):
 
 
 # ------------------------------------------------------------------------------- base model
-class Seq2SeqModelBase(keras.Model):
+class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
     """Shared embedding + encoder stack (+ decoder stack) built from a family config.
 
     Subclasses set `config_class` and implement `stack_kwargs`, `embed_inputs` and

@@ -3,7 +3,6 @@
 import numpy as np
 import keras
 import tensorflow as tf
-import tensorflow_text as tf_text
 
 from tfmodels.tokenizers import hf_tokenizer_files
 from tfmodels.tokenizers import text_graph_ops as ops
@@ -166,30 +165,35 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
             raise ValueError(f"Expected a scalar or a 1-D batch of strings, got shape {inputs.shape}.")
         return inputs, False
 
-    def _to_id_batch(self, ids):
-        """Returns (ragged int32 [batch, (ids)], was_1d)."""
-        if isinstance(ids, tf.RaggedTensor):
-            ragged = ids
-        else:
+    def _to_flat_ids(self, ids):
+        """Returns (flat int32 ids, int32 sequence index per id, num sequences, was_1d)."""
+        if not isinstance(ids, (tf.RaggedTensor, tf.Tensor)):
             if isinstance(ids, (list, tuple)) and ids and isinstance(ids[0], (list, tuple, np.ndarray)):
-                lengths = {len(row) for row in ids}
-                ids = tf.ragged.constant(ids) if len(lengths) > 1 else tf.constant(ids)
-            elif isinstance(ids, (list, tuple)) and len(ids) == 0:
+                if len({len(row) for row in ids}) > 1:
+                    ids = tf.ragged.constant(ids)
+            if isinstance(ids, (list, tuple)) and len(ids) == 0:
                 ids = tf.constant([], tf.int32)
             if not isinstance(ids, tf.RaggedTensor):
                 ids = tf.convert_to_tensor(ids)
-            ragged = ids
-        if not ragged.dtype.is_integer:
-            raise TypeError(f"Token ids must be integers, got dtype {ragged.dtype.name}.")
-        ragged = tf.cast(ragged, tf.int32) if ragged.dtype != tf.int32 else ragged
-        rank = ragged.shape.rank
-        if rank == 1:
-            return tf.RaggedTensor.from_tensor(tf.reshape(ragged, [1, -1])), True
-        if rank != 2:
-            raise ValueError(f"Token ids must have rank 1 or 2, got shape {ragged.shape}.")
-        if not isinstance(ragged, tf.RaggedTensor):
-            ragged = tf.RaggedTensor.from_tensor(ragged)
-        return ragged, False
+        if not ids.dtype.is_integer:
+            raise TypeError(f"Token ids must be integers, got dtype {ids.dtype.name}.")
+        rank = ids.shape.rank
+        if rank not in (1, 2):
+            raise ValueError(f"Token ids must have rank 1 or 2, got shape {ids.shape}.")
+        if isinstance(ids, tf.RaggedTensor):
+            flat = ids.values
+            sequence = tf.cast(ids.value_rowids(), tf.int32)
+            num_sequences = tf.cast(ids.nrows(), tf.int32)
+        elif rank == 1:
+            flat = ids
+            sequence = tf.zeros(tf.shape(ids), tf.int32)
+            num_sequences = tf.constant(1, tf.int32)
+        else:
+            shape = tf.shape(ids)
+            flat = tf.reshape(ids, [-1])
+            sequence = tf.repeat(tf.range(shape[0]), shape[1])
+            num_sequences = shape[0]
+        return tf.cast(flat, tf.int32), sequence, num_sequences, rank == 1
 
     # ------------------------------------------------------------- tokenize
 
@@ -201,8 +205,11 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
         """Ids of text segments that contain no added token: [n] -> [n, (ids)]."""
         raise NotImplementedError
 
-    def _postprocess_segments(self, segments, segment_ids, is_added, added_index):
-        """Hook to edit per-segment ids before they are concatenated."""
+    def _postprocess_segments(self, segment_splits, segment_ids, is_added, added_index):
+        """Hook to edit per-segment ids before they are concatenated.
+
+        `segment_splits` are the row splits grouping segments by text.
+        """
         return segment_ids
 
     def _add_special_tokens(self, content_ids, is_target, **kwargs):
@@ -213,15 +220,14 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
         self._check_ready()
         texts = self._prepare_texts(texts)
         if self._split_pattern is None:
-            segments = tf.RaggedTensor.from_tensor(tf.reshape(texts, [-1, 1]))
-            flat = segments.values
+            flat = texts
+            segment_splits = tf.range(tf.size(texts, out_type=tf.int64) + 1)
             is_added = tf.zeros_like(flat, dtype=tf.bool)
             added_index = tf.fill(tf.shape(flat), -1)
         else:
             # Added tokens (with the whitespace they strip) become their own
             # segments; empty segments are dropped, as the reference does.
-            segments = tf_text.regex_split(texts, self._split_pattern, self._split_pattern)
-            flat = segments.values
+            flat, segment_splits = ops.regex_split_keep_delimiters(texts, self._split_pattern)
             is_added = tf.strings.regex_full_match(flat, self._split_pattern)
             exact = self._added_content_table.lookup(flat)
             stripped = self._added_content_table.lookup(ops.python_strip(flat))
@@ -231,13 +237,13 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
         if self._split_pattern is not None:
             found = tf.boolean_mask(added_index, is_added)
             added_rows = tf.RaggedTensor.from_row_lengths(
-                tf.gather(self._added_content_ids, found),
-                tf.cast(is_added, segment_ids.row_splits.dtype),
+                tf.gather(self._added_content_ids, found), tf.cast(is_added, tf.int64), validate=False
             )
-            segment_ids = tf.concat([segment_ids, added_rows], axis=1)
-        segment_ids = self._postprocess_segments(segments, segment_ids, is_added, added_index)
-        tokens = segments.with_values(segment_ids).merge_dims(1, 2)
-        return tokens.with_row_splits_dtype(tf.int64)
+            segment_ids = ops.concat_ragged_rows([segment_ids, added_rows])
+        segment_ids = self._postprocess_segments(segment_splits, segment_ids, is_added, added_index)
+        # Concatenate each text's segments.
+        token_splits = tf.gather(tf.cast(segment_ids.row_splits, tf.int64), segment_splits)
+        return tf.RaggedTensor.from_row_splits(segment_ids.values, token_splits, validate=False)
 
     def _truncate(self, content_ids, max_length):
         """Right truncation keeping room for the special tokens.
@@ -248,7 +254,7 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
         lengths = content_ids.row_lengths()
         to_remove = lengths + self.num_special_tokens_to_add - max_length
         keep = tf.where((to_remove > 0) & (lengths > to_remove), lengths - to_remove, lengths)
-        return ops.ragged_take_rows(content_ids, tf.zeros_like(keep), keep).with_row_splits_dtype(tf.int64)
+        return ops.ragged_take_rows(content_ids, tf.zeros_like(keep), keep)
 
     def _resolve_padding_truncation(self, padding, truncation, max_length, pad_to_multiple_of):
         """transformers' `_get_padding_truncation_strategies` for one sequence."""
@@ -293,15 +299,19 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
     def _pad(self, ids, padding, max_length, pad_to_multiple_of):
         lengths = ids.row_lengths()
         longest = tf.cast(tf.reduce_max(tf.concat([lengths, [0]], axis=0)), tf.int64)
-        if padding == "max_length":
-            # Sequences longer than max_length (not truncated) stay whole, as
-            # in the reference; a dense batch then needs the longest length.
-            target = tf.maximum(tf.constant(max_length, tf.int64), longest)
-        else:
-            target = longest
-        if pad_to_multiple_of:
+        def round_up(length):
+            if not pad_to_multiple_of:
+                return length
             multiple = tf.constant(pad_to_multiple_of, tf.int64)
-            target = (target + multiple - 1) // multiple * multiple
+            return (length + multiple - 1) // multiple * multiple
+
+        if padding == "max_length":
+            # Sequences longer than max_length (not truncated) stay whole and
+            # unpadded, as in the reference; in a dense batch the shorter
+            # rows are then padded up to the longest one.
+            target = tf.maximum(round_up(tf.constant(max_length, tf.int64)), longest)
+        else:
+            target = round_up(longest)
         dense = ids.to_tensor(default_value=self.pad_token_id, shape=tf.stack([ids.nrows(), target]))
         mask = tf.sequence_mask(lengths, target, dtype=tf.int32)
         return dense, mask
@@ -321,6 +331,7 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
             input_ids, mask = input_ids[0], mask[0]
         return {"input_ids": input_ids, "attention_mask": mask}
 
+    @tf.autograph.experimental.do_not_convert
     def tokenize(self, inputs, **kwargs):
         """Token ids with special tokens, as the reference's `input_ids`.
 
@@ -337,6 +348,7 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
         ids = self._add_special_tokens(content, False, batch_size=tf.shape(strings)[0], **kwargs)
         return ids[0] if was_scalar else ids
 
+    @tf.autograph.experimental.do_not_convert
     def call(
         self,
         inputs=None,
@@ -387,6 +399,29 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
             raise ValueError("You need to give `inputs` and/or `text_target`.")
         return outputs
 
+    def compute_output_spec(
+        self, inputs=None, text_target=None, padding="longest", truncation=None, max_length=None,
+        pad_to_multiple_of=None, **kwargs,
+    ):
+        # Symbolic (functional-model) calls: shapes depend on the text, so
+        # only the rank is known. This also lets Keras rebuild a saved model
+        # before `load_assets` has restored the vocabulary.
+        padded = padding not in (False, None, "do_not_pad")
+
+        def ids_spec(texts):
+            batched = len(texts.shape) >= 1
+            shape = (texts.shape[0], None) if batched else (None,)
+            return keras.KerasTensor(shape, dtype="int32", ragged=batched and not padded)
+
+        outputs = None
+        if inputs is not None:
+            outputs = {"input_ids": ids_spec(inputs), "attention_mask": ids_spec(inputs)}
+        if text_target is not None:
+            if outputs is None:
+                return {"input_ids": ids_spec(text_target), "attention_mask": ids_spec(text_target)}
+            outputs["labels"] = ids_spec(text_target)
+        return outputs
+
     def _split_call_kwargs(self, kwargs):
         if kwargs:
             raise TypeError(f"Unexpected arguments for {type(self).__name__}: {sorted(kwargs)}")
@@ -411,6 +446,7 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
         with tf.control_dependencies([check]):
             return tf.identity(safe)
 
+    @tf.autograph.experimental.do_not_convert
     def detokenize(self, ids, skip_special_tokens=False, clean_up_tokenization_spaces=None):
         """Strings from ids, as the reference's `decode`/`batch_decode`.
 
@@ -428,10 +464,8 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
         self._check_ready()
         if clean_up_tokenization_spaces is None:
             clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
-        ragged, was_1d = self._to_id_batch(ids)
-        num_sequences = tf.cast(ragged.nrows(), tf.int32)
-        rows = self._lookup_rows(ragged.values)
-        sequence = tf.cast(ragged.value_rowids(), tf.int32)
+        flat_ids, sequence, num_sequences, was_1d = self._to_flat_ids(ids)
+        rows = self._lookup_rows(flat_ids)
         if skip_special_tokens:
             keep = tf.logical_not(tf.gather(self._id_skip, rows))
             rows = tf.boolean_mask(rows, keep)
@@ -517,6 +551,9 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
     def token_to_id(self, token):
         """Id of a token string (added tokens first, then the vocabulary)."""
         self._check_ready()
+        return self._lookup_token_id(token)
+
+    def _lookup_token_id(self, token):
         if token in self._added_token_ids:
             return self._added_token_ids[token]
         return self._convert_token_to_id(token)
@@ -563,7 +600,3 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
 
     def save_assets(self, dir_path):
         self.save_pretrained(dir_path)
-
-    def compute_output_spec(self, *args, **kwargs):
-        # Output shapes depend on the text; Keras needs no symbolic pass here.
-        raise NotImplementedError

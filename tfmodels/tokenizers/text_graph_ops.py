@@ -82,9 +82,9 @@ def ragged_take_rows(ragged, starts, lengths):
 
     `starts`/`lengths` must already be clipped to each row.
     """
-    starts = tf.cast(starts, ragged.row_splits.dtype)
-    lengths = tf.cast(lengths, ragged.row_splits.dtype)
-    begin = ragged.row_starts() + starts
+    starts = tf.cast(starts, tf.int64)
+    lengths = tf.cast(lengths, tf.int64)
+    begin = tf.cast(ragged.row_starts(), tf.int64) + starts
     indices = tf.ragged.range(begin, begin + lengths)
     values = tf.gather(ragged.values, indices.values)
     return tf.RaggedTensor.from_row_lengths(values, lengths, validate=False)
@@ -99,9 +99,11 @@ def exclusive_cumsum_within_segments(values, segment_starts):
     """
     inclusive = tf.cumsum(values)
     exclusive = inclusive - values
-    segment_ids = tf.cumsum(tf.cast(segment_starts, tf.int32)) - 1
-    base = tf.gather(tf.boolean_mask(exclusive, segment_starts), tf.maximum(segment_ids, 0))
-    return exclusive - base
+    # Element i belongs to segment `segment_ids[i]`; elements before the first
+    # start belong to a virtual segment 0 whose base is 0.
+    segment_ids = tf.cumsum(tf.cast(segment_starts, tf.int32))
+    bases = tf.concat([tf.zeros([1], values.dtype), tf.boolean_mask(exclusive, segment_starts)], axis=0)
+    return exclusive - tf.gather(bases, segment_ids)
 
 
 def piece_surfaces(pieces, piece_kind, consume_leading_space, reset_after_consume, unk_surface):
@@ -157,3 +159,55 @@ def clean_up_tokenization(strings):
     ):
         strings = tf.strings.regex_replace(strings, re2_literal(old), new.replace("\\", "\\\\"))
     return strings
+
+
+def ragged_column(values):
+    """A ragged [n, (1)] tensor with one value per row."""
+    values = tf.reshape(values, [-1])
+    return tf.RaggedTensor.from_row_lengths(
+        values, tf.ones(tf.shape(values, out_type=tf.int64), tf.int64), validate=False
+    )
+
+
+def concat_ragged_rows(parts):
+    """Row-wise concatenation of ragged `[n, (k_i)]` tensors with the same `n`.
+
+    Equivalent to `tf.concat(parts, axis=1)`, built from a single
+    `dynamic_stitch` without the validation ops that ragged concatenation
+    adds to every traced graph.
+    """
+    lengths = [tf.cast(part.row_lengths(), tf.int64) for part in parts]
+    total = tf.add_n(lengths)
+    starts = tf.cumsum(total, exclusive=True)
+    offset = tf.zeros_like(total)
+    indices = []
+    for part, length in zip(parts, lengths):
+        rows = part.value_rowids()
+        within = tf.range(tf.size(part.values, out_type=tf.int64)) - tf.gather(
+            tf.cast(part.row_starts(), tf.int64), rows
+        )
+        indices.append(tf.cast(tf.gather(starts + offset, rows) + within, tf.int32))
+        offset = offset + length
+    values = tf.dynamic_stitch(indices, [part.values for part in parts])
+    return tf.RaggedTensor.from_row_lengths(values, total, validate=False)
+
+
+def regex_split_keep_delimiters(texts, pattern):
+    """`tf_text.regex_split(texts, pattern, pattern)` for a 1-D string tensor.
+
+    Returns `(pieces, row_splits)`; built without the ragged validation ops
+    that the public wrapper adds (they dominate tracing time).
+    """
+    try:
+        from tensorflow_text.python.ops import regex_split_ops
+
+        wrapped = "(" + pattern + ")"
+        pieces, _, _, row_splits = regex_split_ops.gen_regex_split_ops.regex_split_with_offsets(
+            texts, wrapped, wrapped
+        )
+        return pieces, row_splits
+    except (ImportError, AttributeError):  # private module moved: use the public op
+        import tensorflow_text as tf_text
+
+        ragged = tf_text.regex_split(texts, pattern, pattern)
+        return ragged.values, ragged.row_splits

@@ -92,25 +92,24 @@ class Adafactor(keras.optimizers.Optimizer):
         super().build(var_list)
         self._row_moments, self._col_moments, self._moments, self._momenta = [], [], [], []
         for variable in var_list:
+            dtype = _state_dtype(variable)
             shape = tuple(variable.shape)
             base = getattr(variable, "path", variable.name).replace("/", "_")
             factored = len(shape) >= 2
             # Placeholders keep the four lists aligned with `_get_variable_index`.
             self._row_moments.append(
-                self.add_variable(shape[:-1], dtype="float32", name=f"{base}_row")
+                self.add_variable(shape[:-1], dtype=dtype, name=f"{base}_row")
                 if factored else None
             )
             self._col_moments.append(
-                self.add_variable(shape[:-2] + shape[-1:], dtype="float32",
-                                  name=f"{base}_col")
+                self.add_variable(shape[:-2] + shape[-1:], dtype=dtype, name=f"{base}_col")
                 if factored else None
             )
             self._moments.append(
-                None if factored else self.add_variable(shape, dtype="float32",
-                                                        name=f"{base}_v")
+                None if factored else self.add_variable(shape, dtype=dtype, name=f"{base}_v")
             )
             self._momenta.append(
-                self.add_variable(shape, dtype="float32", name=f"{base}_m")
+                self.add_variable(shape, dtype=dtype, name=f"{base}_m")
                 if self.beta_1 is not None else None
             )
 
@@ -119,24 +118,27 @@ class Adafactor(keras.optimizers.Optimizer):
         return tf.sqrt(tf.reduce_mean(tf.square(tensor)))
 
     def _step_size(self, learning_rate, param, step):
+        dtype = param.dtype
         if self.relative_step:
-            cap = 1e-6 * step if self.warmup_init else tf.constant(1e-2, tf.float32)
+            cap = 1e-6 * step if self.warmup_init else tf.constant(1e-2, dtype)
             rho = tf.minimum(cap, tf.math.rsqrt(step))
         else:
-            rho = tf.cast(learning_rate, tf.float32)
+            rho = tf.cast(learning_rate, dtype)
         if self.scale_parameter:
-            rho = rho * tf.maximum(tf.constant(self.epsilon_2, tf.float32), self._rms(param))
+            rho = rho * tf.maximum(tf.constant(self.epsilon_2, dtype), self._rms(param))
         return rho
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
-        # Statistics in float32 whatever the variable's dtype (the reference upcasts too).
-        grad = tf.cast(tf.convert_to_tensor(gradient), tf.float32)
-        param = tf.cast(tf.convert_to_tensor(variable), tf.float32)
-        step = tf.cast(self.iterations + 1, tf.float32)
+        # Statistics in float32 (float64 for float64 variables) whatever the variable's
+        # dtype: the reference upcasts half-precision parameters too.
+        dtype = tf.as_dtype(_state_dtype(variable))
+        grad = tf.cast(tf.convert_to_tensor(gradient), dtype)
+        param = tf.cast(tf.convert_to_tensor(variable), dtype)
+        step = tf.cast(self.iterations + 1, dtype)
         rho = self._step_size(learning_rate, param, step)
-        beta2 = 1.0 - tf.pow(step, tf.constant(self.decay_rate, tf.float32))
-        squared = tf.square(grad) + tf.constant(self.epsilon_1, tf.float32)
+        beta2 = 1.0 - tf.pow(step, tf.constant(self.decay_rate, dtype))
+        squared = tf.square(grad) + tf.constant(self.epsilon_1, dtype)
 
         row, col = self._row_moments[index], self._col_moments[index]
         if row is not None:
@@ -154,16 +156,16 @@ class Adafactor(keras.optimizers.Optimizer):
             self.assign(moment, new_moment)
             update = grad * tf.math.rsqrt(new_moment)
 
-        clip = tf.constant(self.clip_threshold, tf.float32)
-        update = update / tf.maximum(1.0, self._rms(update) / clip)
+        clip = tf.constant(self.clip_threshold, dtype)
+        update = update / tf.maximum(tf.constant(1.0, dtype), self._rms(update) / clip)
         update = update * rho
         momentum = self._momenta[index]
         if momentum is not None:
-            beta_1 = tf.constant(self.beta_1, tf.float32)
+            beta_1 = tf.constant(self.beta_1, dtype)
             update = beta_1 * momentum + (1.0 - beta_1) * update
             self.assign(momentum, update)
         if self.adafactor_weight_decay and self._use_weight_decay(variable):
-            update = update + tf.constant(self.adafactor_weight_decay, tf.float32) * rho * param
+            update = update + tf.constant(self.adafactor_weight_decay, dtype) * rho * param
         self.assign_sub(variable, tf.cast(update, variable.dtype))
 
     def get_config(self):
@@ -180,6 +182,10 @@ class Adafactor(keras.optimizers.Optimizer):
             weight_decay=self.adafactor_weight_decay,
         )
         return config
+
+
+def _state_dtype(variable):
+    return "float64" if str(variable.dtype) in ("float64", "<dtype: 'float64'>") else "float32"
 
 
 def default_optimizer_name(model_type):

@@ -1,0 +1,123 @@
+"""`export_savedmodel`: checkpoint folder in, TF Serving model folder out.
+
+Layout written under `out_dir` (the server's model base path):
+
+    out_dir/
+      models.config                        example --model_config_file for this model
+      <version>/                           numeric version folder (1, 2, ...)
+        saved_model.pb, variables/         the SavedModel (signatures: see serving_module)
+        assets.extra/
+          tf_serving_warmup_requests       PredictionLog records replayed at load
+          tfmodels_export.json             what was exported, with which settings
+
+The version folder is written under a temporary name and renamed when complete, so a
+server polling `out_dir` never loads a half-written version.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+
+import tensorflow as tf
+
+from savedmodel import serving_config, warmup
+from savedmodel.checkpoint import load_checkpoint, model_family
+from savedmodel.export_settings import ExportSettings
+from savedmodel.serving_module import ServingModule
+
+EXPORT_INFO_FILE = "tfmodels_export.json"
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """What `export_savedmodel` wrote."""
+
+    saved_model_dir: str
+    version: int
+    signature_names: list
+    settings: ExportSettings
+    seconds: float
+
+
+def next_version(out_dir):
+    """One above the highest numeric folder in `out_dir` (1 when there is none)."""
+    if not os.path.isdir(out_dir):
+        return 1
+    versions = [int(name) for name in os.listdir(out_dir) if name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def export_savedmodel(checkpoint_dir, out_dir, settings=None, model=None, tokenizer=None):
+    """Exports a checkpoint (weights + tokenizer files) as a TF Serving SavedModel.
+
+    Args:
+        checkpoint_dir: folder with config.json, weights and tokenizer files (ignored when
+            `model` and `tokenizer` are given).
+        out_dir: the model base path; the SavedModel goes to `out_dir/<version>/`.
+        settings: `ExportSettings` (None = checkpoint defaults).
+        model, tokenizer: an already loaded model and tokenizer (optional).
+
+    Returns:
+        An `ExportResult`.
+
+    Example:
+    >>> result = export_savedmodel("checkpoints/mt5-small", "exported/mt5",
+    ...                            ExportSettings(num_beams=4, max_new_tokens=64))  # doctest: +SKIP
+    >>> result.saved_model_dir  # doctest: +SKIP
+    'exported/mt5/1'
+    """
+    started = time.perf_counter()
+    settings = settings or ExportSettings()
+    if model is None or tokenizer is None:
+        model, tokenizer = load_checkpoint(checkpoint_dir)
+    settings = settings.with_checkpoint_defaults(model)
+    model_name = settings.model_name or os.path.basename(os.path.normpath(out_dir)) or "model"
+    settings = settings.replace(model_name=model_name)
+
+    version = settings.version or next_version(out_dir)
+    final_dir = os.path.join(out_dir, str(version))
+    if os.path.exists(final_dir):
+        raise FileExistsError(f"{final_dir} already exists; pick another version")
+    staging_dir = os.path.join(out_dir, f".tmp-{version}-{os.getpid()}")
+    shutil.rmtree(staging_dir, ignore_errors=True)
+    os.makedirs(out_dir, exist_ok=True)
+
+    module = ServingModule(model, tokenizer, settings)
+    signatures = module.signatures()
+    try:
+        tf.saved_model.save(module, staging_dir, signatures=signatures)
+        if settings.warmup:
+            plan = warmup.warmup_plan(list(signatures), module.codec, settings)
+            warmup.write_warmup_file(staging_dir, model_name, plan)
+        _write_export_info(staging_dir, checkpoint_dir, model, settings, list(signatures))
+        os.rename(staging_dir, final_dir)
+    except BaseException:
+        shutil.rmtree(staging_dir, ignore_errors=True)
+        raise
+    serving_config.write_models_config(out_dir, model_name)
+    return ExportResult(
+        saved_model_dir=final_dir,
+        version=version,
+        signature_names=list(signatures),
+        settings=settings,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _write_export_info(saved_model_dir, checkpoint_dir, model, settings, signature_names):
+    directory = os.path.join(saved_model_dir, warmup.WARMUP_DIR)
+    os.makedirs(directory, exist_ok=True)
+    info = {
+        "checkpoint": os.path.abspath(checkpoint_dir) if checkpoint_dir else None,
+        "model_type": model.config.model_type,
+        "family": model_family(model),
+        "vocab_size": int(model.config.vocab_size),
+        "d_model": int(model.config.d_model),
+        "signatures": signature_names,
+        "settings": dataclasses.asdict(settings),
+        "tensorflow": tf.__version__,
+    }
+    with open(os.path.join(directory, EXPORT_INFO_FILE), "w", encoding="utf-8") as handle:
+        json.dump(info, handle, indent=2)

@@ -1,0 +1,144 @@
+"""`assets.extra/tf_serving_warmup_requests`: requests TF Serving replays before serving.
+
+TF Serving reads this TFRecord file of `PredictionLog` protos when it loads a model
+version and runs every request once before it marks the version available, so the first
+real request does not pay for graph instantiation (and, for the `*_xla` signatures, XLA
+compilation). The protos come from the `tensorflow-serving-api` package
+(`pip install tensorflow-serving-api`), needed at export time only.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+WARMUP_DIR = "assets.extra"
+WARMUP_FILE = "tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many records
+
+WARMUP_TEXT = "Hello world."
+WARMUP_TARGET = "Bonjour le monde."
+WARMUP_SOURCE_LANGUAGE = "en"
+WARMUP_TARGET_LANGUAGE = "fr"
+
+
+def _serving_protos():
+    try:
+        from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+    except ImportError as error:
+        raise ImportError(
+            "Writing TF Serving warm-up requests needs the tensorflow-serving-api package "
+            "(pip install 'tensorflow-serving-api==2.21.*', or --no-deps if it would replace "
+            "your tensorflow); or export with warmup=False / --no-warmup"
+        ) from error
+    return predict_pb2, prediction_log_pb2
+
+
+def text_of_length(codec, num_tokens, src_lang=None):
+    """A text whose tokenization has `num_tokens` ids (or the closest length above),
+    built from repeated words (eager tokenizer calls, export time only)."""
+    def length(text):
+        kwargs = {"src_lang": src_lang} if codec.uses_languages else {}
+        return int(codec.tokenizer.tokenize(text, **kwargs).shape[0])
+
+    words = 1
+    text = "hello"
+    while length(text) < num_tokens and words < 4 * num_tokens:
+        words += 1
+        text = " ".join(["hello"] * words)
+    return text
+
+
+def example_inputs(signature_name, codec, settings, batch_size=1, text=WARMUP_TEXT):
+    """numpy inputs of one valid request to `signature_name` (also used by tests)."""
+    base = signature_name[: -len("_xla")] if signature_name.endswith("_xla") else signature_name
+    texts = np.array([text] * batch_size, dtype=object)
+    languages = {}
+    if codec.uses_languages:
+        languages = {
+            "src_lang": np.array([WARMUP_SOURCE_LANGUAGE] * batch_size, dtype=object),
+            "tgt_lang": np.array([WARMUP_TARGET_LANGUAGE] * batch_size, dtype=object),
+        }
+    if base == "serving_default":
+        return {"text": texts, **languages}
+    if base == "generate_with_options":
+        return {
+            "text": texts,
+            **languages,
+            "max_new_tokens": np.int32(settings.max_new_tokens),
+            "min_new_tokens": np.int32(settings.min_new_tokens),
+            "length_penalty": np.float32(settings.length_penalty),
+        }
+    if base == "score":
+        return {"text": texts, "target": np.array([WARMUP_TARGET] * batch_size, dtype=object), **languages}
+    if base in ("encode", "tokenize"):
+        languages.pop("tgt_lang", None)
+        return {"text": texts, **languages}
+    if base == "detokenize":
+        kwargs = {"src_lang": WARMUP_SOURCE_LANGUAGE} if codec.uses_languages else {}
+        ids = codec.tokenizer.tokenize(text, **kwargs).numpy().astype(np.int32)
+        return {"ids": np.tile(ids[np.newaxis, :], [batch_size, 1])}
+    raise ValueError(f"Unknown signature {signature_name!r}")
+
+
+def warmup_plan(signature_names, codec, settings):
+    """`[(signature_name, inputs)]`: one batch-1 request per signature and, for the `*_xla`
+    signatures with `xla_warmup="all"`, one request per (batch bucket, length bucket)."""
+    plan = []
+    for name in signature_names:
+        if not name.endswith("_xla") or settings.xla_warmup == "smallest":
+            plan.append((name, example_inputs(name, codec, settings)))
+            continue
+        src_lang = WARMUP_SOURCE_LANGUAGE if codec.uses_languages else None
+        previous = 0
+        for length_bucket in settings.source_buckets:
+            text = text_of_length(codec, previous + 1, src_lang)
+            previous = length_bucket
+            for batch_bucket in settings.batch_buckets:
+                plan.append((name, example_inputs(name, codec, settings, batch_bucket, text)))
+    if len(plan) > MAX_WARMUP_RECORDS:
+        raise ValueError(
+            f"{len(plan)} warm-up requests; TF Serving reads at most {MAX_WARMUP_RECORDS}. "
+            "Use xla_warmup='smallest' or fewer buckets."
+        )
+    return plan
+
+
+def predict_request(model_name, signature_name, inputs):
+    """A `tensorflow.serving.PredictRequest` for numpy `inputs`."""
+    predict_pb2, _ = _serving_protos()
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = signature_name
+    for key, value in inputs.items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    return request
+
+
+def write_warmup_file(saved_model_dir, model_name, plan):
+    """Writes the plan as `PredictionLog` records; returns the file path."""
+    _, prediction_log_pb2 = _serving_protos()
+    directory = os.path.join(saved_model_dir, WARMUP_DIR)
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, WARMUP_FILE)
+    with tf.io.TFRecordWriter(path) as writer:
+        for signature_name, inputs in plan:
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(
+                    request=predict_request(model_name, signature_name, inputs)
+                )
+            )
+            writer.write(log.SerializeToString())
+    return path
+
+
+def read_warmup_file(path):
+    """`[(signature_name, {input: numpy})]` from a warm-up file (what a server replays)."""
+    _, prediction_log_pb2 = _serving_protos()
+    requests = []
+    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+        log = prediction_log_pb2.PredictionLog.FromString(record)
+        request = log.predict_log.request
+        inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
+        requests.append((request.model_spec.signature_name, inputs))
+    return requests

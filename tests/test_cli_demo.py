@@ -1,0 +1,87 @@
+"""`tfmodels demo` and `tfmodels translate` with the bundled translator, end to end.
+
+Each check runs the real command line (`python -m tfmodels ...`) in a subprocess,
+as a user on a fresh machine would, and compares the bundled model's translations
+of CLDR *training* items with the CLDR references (held-out items may legitimately
+differ). The two slow commands run concurrently to keep the file under a minute.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUNDLE = os.path.join(REPO_ROOT, "tfmodels", "assets", "default-translator")
+
+pytestmark = pytest.mark.skipif(
+    not os.path.isfile(os.path.join(BUNDLE, "model.safetensors")),
+    reason="bundled translator missing (run examples/finetune_translation.py --bundle)",
+)
+
+# Training items and their CLDR references (German, French, Spanish).
+EXPECTED = {
+    "de": {"Switzerland": "Schweiz", "Monday": "Montag", "Germany": "Deutschland"},
+    "fr": {"Switzerland": "Suisse", "January": "janvier"},
+}
+
+
+def _start(*args, stdin=None):
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    return subprocess.Popen(
+        [sys.executable, "-m", "tfmodels", *args], cwd=REPO_ROOT, env=env, text=True,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+def _finish(process, stdin=None, timeout=300):
+    stdout, stderr = process.communicate(stdin, timeout=timeout)
+    return process.returncode, stdout, stderr
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """Starts every command at once (they are independent), then collects them."""
+    german = list(EXPECTED["de"])
+    french = "\n".join(EXPECTED["fr"]) + "\n"
+    processes = {
+        "demo": (_start("demo", "--tgt", "de"), None),
+        "translate_de": (_start("translate", "--src", "en", "--tgt", "de", *german), None),
+        "translate_fr_stdin": (_start("translate", "--tgt", "fr", stdin=french), french),
+        "bad_code": (_start("translate", "--tgt", "xx", "Switzerland"), None),
+    }
+    return {name: _finish(process, stdin) for name, (process, stdin) in processes.items()}
+
+
+def test_translate_arguments(runs):
+    code, stdout, stderr = runs["translate_de"]
+    assert code == 0, stderr
+    assert stdout.splitlines() == list(EXPECTED["de"].values())
+
+
+def test_translate_stdin(runs):
+    code, stdout, stderr = runs["translate_fr_stdin"]
+    assert code == 0, stderr
+    assert stdout.splitlines() == list(EXPECTED["fr"].values())
+
+
+def test_demo_shows_translations(runs):
+    code, stdout, stderr = runs["demo"]
+    assert code == 0, stderr
+    assert "loaded M2M100ForConditionalGeneration" in stdout
+    assert "en -> de" in stdout
+    assert "[held-out]" in stdout and "[training]" in stdout
+    # Training items come out exactly as in CLDR.
+    assert "Switzerland -> Schweiz   [training] reference: Schweiz (exact)" in stdout
+    assert "Monday -> Montag   [training] reference: Montag (exact)" in stdout
+
+
+def test_unknown_language_code(runs):
+    code, stdout, stderr = runs["bad_code"]
+    assert code == 2
+    assert "unknown language code 'xx' for --tgt" in stderr
+    assert "valid codes:" in stderr and " de " in stderr and " fr " in stderr
+    assert stdout == ""

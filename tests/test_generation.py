@@ -1,0 +1,378 @@
+"""Generation without PyTorch: golden parity, XLA vs graph, sampling, buckets, errors,
+`GenerationConfig` and export.
+
+The golden outputs in `tests/fixtures/generation/golden.json` were produced by
+transformers 4.57 PyTorch `generate` on the two tiny checkpoints next to them (see
+`make_generation_fixture.py`); `test_generation_parity.py` repeats the comparison live
+(and with more options) where torch is installed.
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import test_generation_support as support
+from tfmodels import M2M100Config, M2M100ForConditionalGeneration, MT5Config
+from tfmodels.generation import (
+    GenerationConfig,
+    bucket_size,
+    compiled_functions,
+    generate_graph,
+    trace_count,
+)
+from helpers import M2M100_418M_CONFIG_JSON
+
+
+@pytest.fixture(scope="module")
+def models():
+    """The fixture checkpoints, loaded once (compiled searches are cached per model)."""
+    return {family: support.load_fixture_model(family) for family in support.FAMILIES}
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return support.load_golden()
+
+
+def _inputs(golden, family):
+    return (np.array(golden[family]["input_ids"]), np.array(golden[family]["attention_mask"]))
+
+
+# ------------------------------------------------------------------------------ golden parity
+@pytest.mark.parametrize("family", sorted(support.FAMILIES))
+def test_golden_parity(models, golden, family):
+    """Same ids (and beam scores within 1e-4) as the reference for every recorded case:
+    greedy, min_new_tokens, beam 4 with length penalties 0.6 / 1.5 / 2.0 and early_stopping
+    True / False / "never", num_return_sequences, forced BOS (scalar and per example)."""
+    model = models[family]
+    input_ids, attention_mask = _inputs(golden, family)
+    cases = golden[family]["cases"]
+    assert {case["name"] for case in cases} == {name for name, _ in support.golden_cases(family)}
+    for case in cases:
+        options = support.our_options(case["options"], len(input_ids))
+        sequences, scores = support.our_generate(model, input_ids, attention_mask, **options)
+        support.assert_generation_matches(
+            sequences, scores, case["expected"], support.fill_token(family, options),
+            f"{family}/{case['name']}",
+        )
+
+
+def test_golden_outputs_end_at_different_steps(golden):
+    for family in support.FAMILIES:
+        for case in golden[family]["cases"]:
+            if case["name"] in ("greedy", "beam4_lp1.5_no_early_stop"):
+                lengths = support.finish_lengths(
+                    [ids for row in case["expected"] for ids, _ in row], support.FAMILIES[family][2]
+                )
+                assert len(set(lengths)) >= 2, (family, case["name"], lengths)
+
+
+# ------------------------------------------------------------------------- XLA vs plain graph
+@pytest.mark.parametrize(
+    "family,options",
+    [
+        ("mt5", dict(max_new_tokens=12)),
+        ("mt5", dict(max_new_tokens=12, num_beams=3, length_penalty=0.7, num_return_sequences=2,
+                     no_repeat_ngram_size=2, repetition_penalty=1.2, min_new_tokens=2)),
+        ("m2m100", dict(max_new_tokens=12, num_beams=4, forced_bos_token_id=[5, 7, 9, 11, 13, 15, 17, 19])),
+        ("m2m100", dict(max_new_tokens=12, do_sample=True, top_k=20, top_p=0.9, temperature=0.8,
+                        num_return_sequences=2, seed=11)),
+    ],
+    ids=["greedy", "beam_processors", "beam_forced_bos", "sampling"],
+)
+def test_xla_and_graph_paths_agree(models, golden, family, options):
+    model = models[family]
+    input_ids, attention_mask = _inputs(golden, family)
+    with_xla = support.our_generate(model, input_ids, attention_mask, jit_compile=True, **options)
+    without = support.our_generate(model, input_ids, attention_mask, jit_compile=False, **options)
+    np.testing.assert_array_equal(with_xla[0], without[0])
+    if with_xla[1] is not None:
+        np.testing.assert_allclose(with_xla[1], without[1], atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------- sampling
+SAMPLE = dict(max_new_tokens=12, do_sample=True, top_k=0, num_return_sequences=2)
+
+
+def test_sampling_is_reproducible_with_a_seed(models, golden):
+    model = models["mt5"]
+    input_ids, attention_mask = _inputs(golden, "mt5")
+    first = model.generate(input_ids, attention_mask=attention_mask, seed=7, **SAMPLE).numpy()
+    again = model.generate(input_ids, attention_mask=attention_mask, seed=7, **SAMPLE).numpy()
+    other = model.generate(input_ids, attention_mask=attention_mask, seed=8, **SAMPLE).numpy()
+    np.testing.assert_array_equal(first, again)
+    assert first.shape[0] == 2 * len(input_ids)
+    assert first.shape != other.shape or (first != other).any()
+    # The two samples of an input are independent draws.
+    assert (first[0::2] != first[1::2]).any()
+    # tf.random.set_seed makes seed-less calls reproducible too.
+    tf.random.set_seed(3)
+    seedless = model.generate(input_ids, attention_mask=attention_mask, **SAMPLE).numpy()
+    tf.random.set_seed(3)
+    np.testing.assert_array_equal(
+        seedless, model.generate(input_ids, attention_mask=attention_mask, **SAMPLE).numpy()
+    )
+
+
+def test_top_k_1_sampling_equals_greedy(models, golden):
+    model = models["m2m100"]
+    input_ids, attention_mask = _inputs(golden, "m2m100")
+    greedy = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=12)
+    sampled = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=12,
+                             do_sample=True, top_k=1, temperature=0.7, seed=5, jit_compile=False)
+    np.testing.assert_array_equal(greedy.numpy(), sampled.numpy())
+
+
+def _first_token_probabilities(model, input_ids, attention_mask, temperature=1.0):
+    start = model.generation_config.decoder_start_token_id
+    logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                   decoder_input_ids=np.full([len(input_ids), 1], start)).logits
+    return tf.nn.softmax(logits[:, 0, :] / temperature, axis=-1).numpy().astype(np.float64)
+
+
+def test_sampling_distribution_matches_softmax(models, golden):
+    """First tokens of 4096 samples follow softmax(logits / T) (each frequency within five
+    binomial standard deviations); with top_k and top_p every sample stays inside both the
+    k best tokens and the nucleus."""
+    model = models["m2m100"]
+    input_ids, attention_mask = _inputs(golden, "m2m100")
+    input_ids, attention_mask = input_ids[3:4], attention_mask[3:4]
+    samples = 4096
+    temperature = 1.7
+    sequences = model.generate(
+        input_ids, attention_mask=attention_mask, max_new_tokens=1, do_sample=True, top_k=0,
+        temperature=temperature, num_return_sequences=samples, seed=2024, jit_compile=False,
+    ).numpy()
+    assert sequences.shape == (samples, 2)
+    expected = _first_token_probabilities(model, input_ids, attention_mask, temperature)[0]
+    observed = np.bincount(sequences[:, 1], minlength=expected.size) / samples
+    tolerance = 5 * np.sqrt(expected * (1 - expected) / samples) + 1.0 / samples
+    assert (np.abs(observed - expected) <= tolerance).all(), np.abs(observed - expected).max()
+    assert (expected > 0.02).sum() >= 5  # the check covers a real spread of tokens
+
+    order = np.argsort(-expected)
+    nucleus = order[: int(np.searchsorted(np.cumsum(expected[order]), 0.6)) + 1]
+    assert 2 <= len(nucleus) <= 6, nucleus
+    filtered = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=1,
+                              do_sample=True, top_k=6, top_p=0.6, temperature=temperature,
+                              num_return_sequences=samples, seed=1, jit_compile=False).numpy()
+    assert set(filtered[:, 1]) == set(nucleus)  # all of the nucleus shows up, nothing else
+
+
+def test_beam_sampling_is_reproducible(models, golden):
+    model = models["mt5"]
+    input_ids, attention_mask = _inputs(golden, "mt5")
+    options = dict(max_new_tokens=8, num_beams=3, do_sample=True, return_dict_in_generate=True,
+                   jit_compile=False)
+    first = model.generate(input_ids, attention_mask=attention_mask, seed=1, **options)
+    again = model.generate(input_ids, attention_mask=attention_mask, seed=1, **options)
+    np.testing.assert_array_equal(first.sequences.numpy(), again.sequences.numpy())
+    assert first.sequences_scores.shape == (len(input_ids),)
+    assert np.all(np.isfinite(first.sequences_scores.numpy()))
+
+
+# ------------------------------------------------------------------------ buckets / recompiles
+def test_bucket_sizes():
+    assert [bucket_size(n) for n in (1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 100)] == [
+        1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 128
+    ]
+    assert bucket_size(3, minimum=8) == 8
+    # At most a third of any bucket is padding.
+    assert all(bucket_size(n) < 1.5 * n + 1 for n in range(1, 2000))
+
+
+def test_lengths_within_a_bucket_reuse_one_compiled_function(models):
+    """Different batch sizes, source lengths and max_new_tokens inside one bucket: the
+    cache of compiled functions does not grow, nothing is traced again, and later calls
+    are far faster than the compiling one (no XLA recompilation either)."""
+    model = models["mt5"]
+    rng = np.random.RandomState(0)
+
+    def call(batch, length, max_new_tokens, min_new_tokens=None):
+        input_ids = rng.randint(4, 64, size=(batch, length))
+        mask = np.ones_like(input_ids)
+        mask[0, length // 2:] = 0
+        started = time.perf_counter()
+        out = model.generate(input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                             min_new_tokens=min_new_tokens, num_beams=2, length_penalty=1.3)
+        return out, time.perf_counter() - started
+
+    _, first_seconds = call(batch=5, length=13, max_new_tokens=12)  # buckets 6, 16, 16
+    functions = len(compiled_functions(model))
+    traces = trace_count()
+    later = []
+    for batch, length, max_new, min_new in [(6, 16, 13, None), (5, 14, 14, 3), (6, 15, 15, None),
+                                            (5, 13, 12, 12)]:
+        out, seconds = call(batch, length, max_new, min_new)
+        assert out.shape[0] == batch
+        later.append(seconds)
+    assert len(compiled_functions(model)) == functions
+    assert trace_count() == traces
+    assert max(later) < first_seconds / 3, (first_seconds, later)
+
+
+def test_output_length_is_the_longest_row(models, golden):
+    """Batch padding and buffer buckets are stripped: the output has the input's batch and
+    is as long as the longest generated row among the inputs given, as the reference
+    returns it."""
+    model = models["mt5"]
+    input_ids, attention_mask = _inputs(golden, "mt5")
+    case = next(c for c in golden["mt5"]["cases"] if c["name"] == "greedy")
+    full = np.array([ids for row in case["expected"] for ids, _ in row])
+    ends = support.finish_lengths(full, eos=1)
+    for rows in (1, 3, 5):
+        out = model.generate(input_ids[:rows], attention_mask=attention_mask[:rows],
+                             max_new_tokens=12).numpy()
+        longest = 1 + max(12 if end < 0 else end for end in ends[:rows])
+        assert out.shape == (rows, longest)
+        np.testing.assert_array_equal(out, full[:rows, :longest])
+        assert (out[:, 0] == 0).all()  # decoder start token first
+
+
+# ------------------------------------------------------------------------------- bad inputs
+@pytest.mark.parametrize(
+    "arguments,error,message",
+    [
+        (dict(input_ids=np.zeros([0, 4], np.int32)), ValueError, "empty batch"),
+        (dict(input_ids=np.ones([4], np.int32)), ValueError, "rank 2"),
+        (dict(input_ids=np.ones([2, 3], np.float32)), TypeError, "integer token ids"),
+        (dict(input_ids=[[5, 6, 999]]), ValueError, "outside the vocabulary"),
+        (dict(input_ids=[[5, 6, 1]], attention_mask=[[1, 1]]), ValueError, "does not match"),
+        (dict(input_ids=[[5, 6, 1]], attention_mask=[[0, 0, 0]]), ValueError, "no attended"),
+        (dict(input_ids=[[5, 6, 1]], attention_mask=[[2, 1, 1]]), ValueError, "only 0 and 1"),
+        (dict(input_ids=[[5, 1]], max_new_tokens=0), ValueError, "max_new_tokens"),
+        (dict(input_ids=[[5, 1]], num_return_sequences=3, num_beams=2), ValueError, "num_return_sequences"),
+        (dict(input_ids=[[5, 1]], num_return_sequences=2), ValueError, "Greedy"),
+        (dict(input_ids=[[5, 1]], num_beams=0), ValueError, "num_beams"),
+        (dict(input_ids=[[5, 1]], do_sample=True, temperature=0.0), ValueError, "temperature"),
+        (dict(input_ids=[[5, 1]], top_p=1.5), ValueError, "top_p"),
+        (dict(input_ids=[[5, 1]], repetition_penalty=0.0), ValueError, "repetition_penalty"),
+        (dict(input_ids=[[5, 1]], early_stopping="sometimes"), ValueError, "early_stopping"),
+        (dict(input_ids=[[5, 1]], max_length=1), ValueError, "max_length"),
+        (dict(input_ids=[[5, 1]], forced_bos_token_id=[3, 4]), ValueError, "shape"),
+        (dict(input_ids=[[5, 1]], forced_bos_token_id=640), ValueError, "outside"),
+        (dict(input_ids=[[5, 1]], decoder_input_ids=[[0, 3], [0, 4]]), ValueError, "batch"),
+        (dict(input_ids=[[5, 1]], num_beam=4), TypeError, "unexpected options: num_beam"),
+        (dict(input_ids=[[5, 1]], num_beam_groups=2), ValueError, "not supported"),
+        (dict(input_ids=None), ValueError, "input_ids"),
+        (dict(input_ids=[[5, 1]], seed=[1, 2, 3], do_sample=True), ValueError, "seed"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(models, arguments, error, message):
+    arguments = dict(arguments)
+    input_ids = arguments.pop("input_ids")
+    with pytest.raises(error, match=message):
+        models["mt5"].generate(input_ids, **arguments)
+
+
+def test_generate_needs_an_lm_head():
+    from tfmodels import MT5EncoderModel
+
+    encoder = MT5EncoderModel(MT5Config(**support.GEN_MT5))
+    with pytest.raises((TypeError, AttributeError), match="LM head|generate"):
+        from tfmodels.generation import generate
+
+        generate(encoder, [[5, 1]])
+
+
+# -------------------------------------------------------------------------- GenerationConfig
+def test_generation_config_defaults_follow_the_model_config():
+    config = M2M100Config.from_dict(M2M100_418M_CONFIG_JSON)
+    defaults = GenerationConfig.from_model_config(config)
+    # M2M100's config.json carries generation settings, as the reference reads them.
+    assert (defaults.max_length, defaults.num_beams, defaults.early_stopping) == (200, 5, True)
+    assert (defaults.decoder_start_token_id, defaults.eos_token_id, defaults.pad_token_id,
+            defaults.bos_token_id) == (2, 2, 1, 0)
+    assert (defaults.top_k, defaults.length_penalty, defaults.max_new_tokens) == (50, 1.0, None)
+    mt5 = GenerationConfig.from_model_config(MT5Config(**support.GEN_MT5))
+    assert (mt5.max_length, mt5.num_beams, mt5.decoder_start_token_id, mt5.eos_token_id) == (20, 1, 0, 1)
+
+
+def test_generation_config_reads_and_writes_the_reference_file(tmp_path):
+    values = {"decoder_start_token_id": 2, "eos_token_id": 2, "pad_token_id": 1,
+              "num_beams": 4, "max_length": 64, "length_penalty": 0.8,
+              "transformers_version": "4.57.6", "some_future_option": [1, 2]}
+    (tmp_path / "generation_config.json").write_text(json.dumps(values))
+    config = GenerationConfig.from_pretrained(str(tmp_path))
+    assert (config.num_beams, config.max_length, config.length_penalty) == (4, 64, 0.8)
+    assert config.extra["some_future_option"] == [1, 2]
+    out = tmp_path / "out"
+    config.save_pretrained(str(out))
+    written = json.loads((out / "generation_config.json").read_text())
+    assert {key: written[key] for key in values} == values
+    assert GenerationConfig.from_pretrained(str(out)) == config
+    with pytest.raises(FileNotFoundError):
+        GenerationConfig.from_pretrained(str(tmp_path / "missing"))
+    (tmp_path / "generation_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        GenerationConfig.from_pretrained(str(tmp_path))
+
+
+def test_checkpoint_generation_config_is_the_model_default(tmp_path, golden):
+    """`from_pretrained` picks up generation_config.json and `generate` uses it without
+    options (here: a beam search recorded in the golden file); call options override it;
+    `save_pretrained` writes it back."""
+    model = support.load_fixture_model("m2m100")
+    assert model.generation_config.decoder_start_token_id == 2
+    assert model.generation_config.extra.get("transformers_version") == "4.57.6"
+    model.save_pretrained(str(tmp_path / "copy"))
+    config_path = tmp_path / "copy" / "generation_config.json"
+    values = json.loads(config_path.read_text())
+    assert (values["decoder_start_token_id"], values["eos_token_id"], values["pad_token_id"]) == (2, 2, 1)
+    case = next(c for c in golden["m2m100"]["cases"] if c["name"] == "beam4_lp1.5_no_early_stop")
+    values.update(case["options"])
+    config_path.write_text(json.dumps(values))
+    reloaded = M2M100ForConditionalGeneration.from_pretrained(str(tmp_path / "copy"))
+    assert (reloaded.generation_config.num_beams, reloaded.generation_config.length_penalty) == (4, 1.5)
+    input_ids, attention_mask = _inputs(golden, "m2m100")
+    out = reloaded.generate(input_ids, attention_mask=attention_mask,
+                            return_dict_in_generate=True, jit_compile=False)
+    support.assert_generation_matches(out.sequences.numpy(), out.sequences_scores.numpy(),
+                                      case["expected"], 1, "generation_config.json")
+    # Call options win over the file; a caller's config gets the model's special tokens.
+    explicit = GenerationConfig(max_new_tokens=12)
+    greedy = reloaded.generate(input_ids, attention_mask=attention_mask,
+                               generation_config=explicit, jit_compile=False).numpy()
+    expected = next(c for c in golden["m2m100"]["cases"] if c["name"] == "greedy")["expected"]
+    support.assert_generation_matches(greedy, None, expected, 1, "explicit GenerationConfig")
+    greedy_by_option = reloaded.generate(input_ids, attention_mask=attention_mask, num_beams=1,
+                                         max_new_tokens=12, jit_compile=False).numpy()
+    np.testing.assert_array_equal(greedy_by_option, greedy)
+
+
+# ---------------------------------------------------------------------------------- export
+def test_generate_graph_exports_to_a_saved_model(models, golden, tmp_path):
+    """`generate_graph` inside an exporter's own tf.function (dynamic batch and length,
+    per-example forced BOS = M2M100 target languages) is a plain graph of stock ops,
+    survives a SavedModel round trip and reproduces the reference's ids."""
+    model = models["m2m100"]
+    input_ids, attention_mask = _inputs(golden, "m2m100")
+    case = next(c for c in golden["m2m100"]["cases"] if c["name"] == "beam4_forced_bos_per_row")
+    forced = np.array(support.PER_EXAMPLE_BOS[: len(input_ids)], np.int32)
+
+    module = tf.Module()
+    module.model = model
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32),
+                                  tf.TensorSpec([None, None], tf.int32),
+                                  tf.TensorSpec([None], tf.int32)])
+    def serve(input_ids, attention_mask, target_language):
+        outputs = generate_graph(model, input_ids, attention_mask, target_language,
+                                 max_new_tokens=12, num_beams=4)
+        return {"sequences": outputs["sequences"]}
+
+    module.serve = serve
+    graph_ops = {op.type for op in serve.get_concrete_function().graph.get_operations()}
+    assert not graph_ops & {"EagerPyFunc", "PyFunc", "PyFuncStateless"}
+    tf.saved_model.save(module, str(tmp_path / "saved"))
+    restored = tf.saved_model.load(str(tmp_path / "saved"))
+    for rows in (len(input_ids), 3):
+        sequences = restored.serve(tf.constant(input_ids[:rows], tf.int32),
+                                   tf.constant(attention_mask[:rows], tf.int32),
+                                   tf.constant(forced[:rows]))["sequences"].numpy()
+        support.assert_generation_matches(sequences, None, case["expected"][:rows], 1,
+                                          f"SavedModel, {rows} rows")

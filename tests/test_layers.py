@@ -1,0 +1,328 @@
+"""Unit tests for tfmodels.layers: against the reference's own functions where it has
+them (T5 relative position buckets, M2M100 sinusoidal positions, T5's RMS norm,
+activations), and get_config/from_config for every layer."""
+
+import inspect
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfmodels.layers as layers_module
+from tfmodels.layers import (
+    FeedForward,
+    MultiHeadAttention,
+    RelativePositionBias,
+    RMSNorm,
+    SinusoidalPositionEmbedding,
+    TransformerLayer,
+    TransformerStack,
+    get_activation,
+    padding_aware_position_ids,
+)
+from tfmodels.layers.activations import ACTIVATION_NAMES
+from tfmodels.layers.relative_position_bias import relative_position_bucket
+
+# (num_buckets, max_distance): mt5-small's, the tiny test config's, and odd sizes.
+BUCKET_SETTINGS = [(32, 128), (8, 20), (16, 64), (10, 33), (7, 9)]
+# Every distance in [-300, 300]: covers the exact/log boundary (num_buckets // 4 or // 2),
+# max_distance and beyond, for every setting above.
+RELATIVE_POSITIONS = np.arange(-300, 301, dtype=np.int32)
+
+
+# ----------------------------------------------------------------- relative position bias
+@pytest.mark.parametrize("bidirectional", [True, False], ids=["encoder", "decoder"])
+@pytest.mark.parametrize("num_buckets, max_distance", BUCKET_SETTINGS)
+def test_relative_position_bucket_matches_reference(torch, transformers, num_buckets,
+                                                    max_distance, bidirectional):
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    expected = T5Attention._relative_position_bucket(
+        torch.from_numpy(RELATIVE_POSITIONS.astype(np.int64)), bidirectional=bidirectional,
+        num_buckets=num_buckets, max_distance=max_distance).numpy()
+    ours = relative_position_bucket(tf.constant(RELATIVE_POSITIONS), bidirectional, num_buckets,
+                                    max_distance).numpy()
+    mismatches = RELATIVE_POSITIONS[ours != expected]
+    assert mismatches.size == 0, f"buckets differ at relative positions {mismatches[:20]}"
+    # The distances tested reach the first and the last (saturated) bucket.
+    last_bucket = 2 * (num_buckets // 2) - 1 if bidirectional else num_buckets - 1
+    assert expected.min() == 0 and expected.max() == last_bucket
+
+
+@pytest.mark.parametrize("bidirectional", [True, False], ids=["encoder", "decoder"])
+@pytest.mark.parametrize("num_buckets, max_distance", BUCKET_SETTINGS)
+def test_relative_position_bucket_properties(num_buckets, max_distance, bidirectional):
+    """Torch-free: the bucket scheme's defining properties."""
+    buckets = relative_position_bucket(tf.constant(RELATIVE_POSITIONS), bidirectional,
+                                       num_buckets, max_distance).numpy()
+    assert buckets.min() >= 0 and buckets.max() < num_buckets
+    per_direction = num_buckets // 2 if bidirectional else num_buckets
+    max_exact = per_direction // 2
+    offset = np.where(bidirectional & (RELATIVE_POSITIONS > 0), per_direction, 0)
+    distance = (np.abs(RELATIVE_POSITIONS) if bidirectional
+                else np.maximum(-RELATIVE_POSITIONS, 0))
+    within = buckets - offset
+    # exact buckets for small distances
+    small = distance < max_exact
+    np.testing.assert_array_equal(within[small], distance[small])
+    # monotone in distance, per direction
+    for sign in ([-1, 1] if bidirectional else [-1]):
+        side = np.sign(RELATIVE_POSITIONS) == sign
+        order = np.argsort(distance[side])
+        assert np.all(np.diff(within[side][order]) >= 0)
+    # everything at or past max_distance shares the direction's last bucket
+    far = distance >= max_distance
+    assert np.all(within[far] == per_direction - 1)
+    if not bidirectional:  # a causal decoder sees the future as distance 0
+        assert np.all(buckets[RELATIVE_POSITIONS > 0] == 0)
+
+
+@pytest.mark.parametrize("is_decoder", [False, True])
+def test_relative_position_bias_layer_matches_reference_compute_bias(torch, transformers,
+                                                                     is_decoder):
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    config = transformers.MT5Config(d_model=16, d_kv=4, num_heads=3,
+                                    relative_attention_num_buckets=8,
+                                    relative_attention_max_distance=20, is_decoder=is_decoder)
+    reference = T5Attention(config, has_relative_attention_bias=True).eval()
+    layer = RelativePositionBias(num_heads=3, num_buckets=8, max_distance=20,
+                                 bidirectional=not is_decoder)
+    layer.build()
+    layer.embeddings.assign(reference.relative_attention_bias.weight.detach().numpy())
+    with torch.no_grad():
+        expected = reference.compute_bias(13, 29).numpy()
+        # one decoding step at position 11 against 29 key slots (cache_position)
+        expected_step = reference.compute_bias(
+            1, 29, cache_position=torch.tensor([11])).numpy()
+    np.testing.assert_array_equal(layer(13, 29).numpy(), expected)
+    np.testing.assert_array_equal(layer(1, 29, query_offset=11).numpy(), expected_step)
+
+
+def test_relative_position_bias_query_offset_is_a_slice_of_the_full_bias():
+    layer = RelativePositionBias(num_heads=2, num_buckets=8, max_distance=20, bidirectional=False)
+    full = layer(12, 12).numpy()
+    assert full.shape == (1, 2, 12, 12)
+    for step in range(12):
+        np.testing.assert_array_equal(layer(1, 12, query_offset=step).numpy(),
+                                      full[:, :, step:step + 1, :])
+
+
+# ------------------------------------------------------------------ sinusoidal positions
+@pytest.mark.parametrize("embedding_dim", [32, 17, 1024])
+def test_sinusoidal_table_matches_reference(torch, transformers, embedding_dim):
+    from transformers.models.m2m_100.modeling_m2m_100 import (
+        M2M100SinusoidalPositionalEmbedding,
+    )
+
+    padding_idx = 1
+    positions = 2100  # past m2m100_418M's 1024 + 2 rows: the reference regrows its table
+    expected = M2M100SinusoidalPositionalEmbedding.get_embedding(
+        positions, embedding_dim, padding_idx).numpy()
+    layer = SinusoidalPositionEmbedding(embedding_dim=embedding_dim, padding_idx=padding_idx)
+    ours = layer(tf.range(positions)[tf.newaxis]).numpy()[0]
+    assert ours.shape == expected.shape
+    np.testing.assert_array_equal(ours[padding_idx], 0.0)
+    # Same float32 formula; the two libraries' exp() may differ in the last bit of an
+    # inverse frequency, which shifts the angle position * frequency by up to ~2 ulp of
+    # the position: allow 1e-6 + 2.5e-7 * position (measured: <= 1.2e-7 * position).
+    difference = np.abs(ours - expected).max(axis=1)
+    bound = 1e-6 + 2.5e-7 * np.arange(positions)
+    worst = int(np.argmax(difference - bound))
+    assert np.all(difference <= bound), (worst, difference[worst])
+
+
+@pytest.mark.parametrize("past_length", [0, 5])
+def test_padding_aware_positions_and_embedding_match_reference_forward(torch, transformers,
+                                                                       past_length):
+    from transformers.models.m2m_100.modeling_m2m_100 import (
+        M2M100SinusoidalPositionalEmbedding,
+        create_position_ids_from_input_ids,
+    )
+
+    padding_idx = 1
+    ids = np.array([[5, 6, 7, 8, 2, 1, 1], [1, 1, 1, 9, 10, 11, 2], [1, 4, 1, 4, 1, 4, 2]])
+    expected_ids = create_position_ids_from_input_ids(torch.from_numpy(ids), padding_idx,
+                                                      past_length).numpy()
+    ours_ids = padding_aware_position_ids(tf.constant(ids), padding_idx, past_length).numpy()
+    np.testing.assert_array_equal(ours_ids, expected_ids)
+
+    reference = M2M100SinusoidalPositionalEmbedding(4, 24, padding_idx)  # table regrows
+    expected = reference(torch.from_numpy(ids), past_key_values_length=past_length).numpy()
+    ours = SinusoidalPositionEmbedding(24, padding_idx)(ours_ids).numpy()
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-6)
+
+
+def test_sinusoidal_embedding_torch_free_properties():
+    layer = SinusoidalPositionEmbedding(embedding_dim=8, padding_idx=1)
+    table = layer(tf.constant([[0, 1, 2, 3, 500]])).numpy()[0]
+    np.testing.assert_array_equal(table[1], 0.0)  # padding row
+    half = 4
+    frequencies = np.exp(np.arange(half) * -(np.log(10000.0) / (half - 1)))
+    for row, position in ((0, 0), (2, 2), (3, 3), (4, 500)):
+        angles = position * frequencies
+        np.testing.assert_allclose(table[row], np.concatenate([np.sin(angles), np.cos(angles)]),
+                                   atol=2e-5)
+    assert layer.weights == []  # no table stored: any position works
+
+
+# --------------------------------------------------------------------------------- RMSNorm
+def test_rms_norm_matches_reference_t5_layer_norm(torch, transformers):
+    from transformers.models.t5.modeling_t5 import T5LayerNorm
+
+    rng = np.random.RandomState(0)
+    hidden = (rng.randn(2, 5, 16) * 3.0).astype(np.float32)
+    scale = rng.randn(16).astype(np.float32)
+    reference = T5LayerNorm(16, eps=1e-6)
+    with torch.no_grad():
+        reference.weight.copy_(torch.from_numpy(scale))
+        expected = reference(torch.from_numpy(hidden)).numpy()
+    layer = RMSNorm(epsilon=1e-6)
+    layer.build(hidden.shape)
+    layer.scale.assign(scale)
+    np.testing.assert_allclose(layer(hidden).numpy(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_rms_norm_formula_and_mixed_precision():
+    rng = np.random.RandomState(1)
+    hidden = rng.randn(3, 4, 8).astype(np.float32)
+    layer = RMSNorm(epsilon=1e-3)
+    out = layer(hidden).numpy()  # scale starts at ones
+    expected = hidden / np.sqrt(np.mean(hidden**2, axis=-1, keepdims=True) + 1e-3)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    # No mean subtraction: a constant vector keeps its sign.
+    assert np.all(layer(np.full((1, 1, 8), 2.0, np.float32)).numpy() > 0.99)
+
+    bf16 = RMSNorm(epsilon=1e-3, dtype="mixed_bfloat16")
+    # Values whose squares overflow bfloat16's precision still normalise correctly,
+    # because the statistic is computed in float32.
+    large = tf.constant(hidden * 1e4, tf.bfloat16)
+    result = bf16(large)
+    assert result.dtype == tf.bfloat16 and bf16.scale.dtype == "float32"
+    np.testing.assert_allclose(tf.cast(result, tf.float32).numpy(), expected, atol=3e-2)
+
+
+# ----------------------------------------------------------------------------- activations
+def test_activations_match_reference_act2fn(torch, transformers):
+    from transformers.activations import ACT2FN
+
+    values = np.linspace(-6, 6, 101, dtype=np.float32)
+    for name in ACTIVATION_NAMES:
+        expected = ACT2FN[name](torch.from_numpy(values)).numpy()
+        np.testing.assert_allclose(get_activation(name)(tf.constant(values)).numpy(), expected,
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_unknown_activation_is_named():
+    with pytest.raises(ValueError, match="Unknown activation 'banana'"):
+        get_activation("banana")
+
+
+# ------------------------------------------------------------- get_config / from_config
+def _hidden(shape=(2, 5, 16), seed=0):
+    return tf.constant(np.random.RandomState(seed).randn(*shape).astype(np.float32))
+
+
+def _call(layer, inputs):
+    """Calls a layer the way its owner does and returns a list of output tensors."""
+    if isinstance(layer, RelativePositionBias):
+        return [layer(*inputs)]
+    if isinstance(layer, TransformerStack):
+        outputs = layer(*inputs[:1], **inputs[1])
+        return [outputs["last_hidden_state"], *outputs.get("hidden_states", ())]
+    if isinstance(layer, (MultiHeadAttention, TransformerLayer)):
+        hidden, weights, _ = layer(*inputs[:1], **inputs[1])
+        weights = [w for w in (weights if isinstance(weights, tuple) else (weights,))
+                   if w is not None]
+        return [hidden, *weights]
+    return [layer(inputs)]
+
+
+LAYER_CASES = {
+    "MultiHeadAttention": (
+        lambda: MultiHeadAttention(num_heads=2, head_dim=6, hidden_dim=16, use_bias=True,
+                                   scale_queries=True, dropout=0.1, name="attention"),
+        lambda: (_hidden(), dict(key_value_states=_hidden((2, 7, 16), 1),
+                                 return_attention_weights=True)),
+    ),
+    "FeedForward": (
+        lambda: FeedForward(hidden_dim=16, intermediate_dim=24, activation="gelu_new",
+                            gated=True, dropout=0.1, name="ffn"),
+        lambda: _hidden(),
+    ),
+    "RelativePositionBias": (
+        lambda: RelativePositionBias(num_heads=3, num_buckets=8, max_distance=20,
+                                     bidirectional=False, name="bias"),
+        lambda: (5, 9),
+    ),
+    "RMSNorm": (lambda: RMSNorm(epsilon=1e-3, name="norm"), lambda: _hidden()),
+    "SinusoidalPositionEmbedding": (
+        lambda: SinusoidalPositionEmbedding(embedding_dim=15, padding_idx=1, name="positions"),
+        lambda: tf.constant([[2, 3, 4, 1], [1, 2, 3, 4]]),
+    ),
+    "TransformerLayer": (
+        lambda: TransformerLayer(hidden_dim=16, num_heads=2, head_dim=6, intermediate_dim=24,
+                                 activation="relu", gated_ffn=False, use_bias=True,
+                                 norm_type="layer", norm_epsilon=1e-5, scale_queries=True,
+                                 is_decoder=True, name="layer"),
+        lambda: (_hidden(), dict(encoder_hidden_states=_hidden((2, 7, 16), 1),
+                                 return_attention_weights=True)),
+    ),
+    "TransformerStack": (
+        lambda: TransformerStack(num_layers=2, hidden_dim=16, num_heads=2, head_dim=6,
+                                 intermediate_dim=24, activation="gelu_new", gated_ffn=True,
+                                 is_decoder=True, relative_attention_num_buckets=8,
+                                 relative_attention_max_distance=20, layerdrop=0.1,
+                                 dropout_after_final_norm=True, name="stack"),
+        lambda: (_hidden(), dict(encoder_hidden_states=_hidden((2, 7, 16), 1),
+                                 padding_mask=tf.constant([[1] * 5, [1, 1, 1, 0, 0]]),
+                                 output_hidden_states=True)),
+    ),
+}
+
+
+def test_every_layer_has_a_config_round_trip_case():
+    exported = {name for name, value in vars(layers_module).items()
+                if inspect.isclass(value) and issubclass(value, keras.layers.Layer)}
+    assert exported == set(LAYER_CASES)
+
+
+@pytest.mark.parametrize("name", sorted(LAYER_CASES))
+def test_get_config_from_config_round_trip(name):
+    make_layer, make_inputs = LAYER_CASES[name]
+    layer = make_layer()
+    inputs = make_inputs()
+    outputs = _call(layer, inputs)  # builds it
+
+    config = layer.get_config()
+    clone = type(layer).from_config(config)
+    assert clone.get_config() == config
+    # Through Keras' registered-name serialisation too (what .keras files use).
+    serialized = keras.saving.serialize_keras_object(layer)
+    assert serialized["registered_name"] == f"tfmodels>{name}"
+    clone_via_keras = keras.saving.deserialize_keras_object(serialized)
+    assert type(clone_via_keras) is type(layer)
+    assert clone_via_keras.get_config() == config
+
+    _call(clone, inputs)  # build, then copy weights: same outputs
+    assert len(clone.weights) == len(layer.weights)
+    clone.set_weights(layer.get_weights())
+    for ours, theirs in zip(_call(clone, inputs), outputs):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+@pytest.mark.parametrize("module_name", ["attention", "feed_forward", "relative_position_bias",
+                                         "rms_norm", "sinusoidal_position_embedding",
+                                         "transformer_layer", "transformer_stack",
+                                         "activations"])
+def test_docstring_examples_run(module_name):
+    """Each layer's docstring example is a runnable standalone use of the layer (first
+    call builds it), not just documentation."""
+    import doctest
+    import importlib
+
+    module = importlib.import_module(f"tfmodels.layers.{module_name}")
+    result = doctest.testmod(module, extraglobs={"keras": keras, "tf": tf}, verbose=False)
+    assert result.attempted > 0
+    assert result.failed == 0

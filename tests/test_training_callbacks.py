@@ -1,0 +1,102 @@
+"""chrF / BLEU scoring and the generation-based evaluation callback."""
+
+import random
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from test_training_support import M2M100_TOKENIZER_DIR, MT5_TOKENIZER_DIR, small_model
+from tfmodels.tokenizers import M2M100Tokenizer, T5Tokenizer
+from tfmodels.training import (GenerationEvalCallback, corpus_bleu, corpus_chrf,
+                               seq2seq_dataset, seq2seq_eval_dataset)
+
+HYPOTHESES = ["The cat sat on the mat.", "Il fait beau aujourd'hui, n'est-ce pas ?",
+              "1,000 people came at 3.5 pm", "", "Das ist ein Test-Satz."]
+REFERENCES = ["The cat is sitting on the mat.", "Il fait très beau aujourd'hui !",
+              "1,000 people arrived at 3.5 pm.", "nothing", "Das ist ein Testsatz."]
+# sacrebleu 2.6.0: corpus_chrf(H, [R]).score, corpus_bleu(H, [R]).score
+SACREBLEU_CHRF, SACREBLEU_BLEU = 58.78980255389644, 26.555152086246395
+
+
+def test_builtin_scores_equal_sacrebleu_values():
+    assert corpus_chrf(HYPOTHESES, REFERENCES, backend="builtin") == pytest.approx(
+        SACREBLEU_CHRF, abs=1e-9)
+    assert corpus_bleu(HYPOTHESES, REFERENCES, backend="builtin") == pytest.approx(
+        SACREBLEU_BLEU, abs=1e-9)
+    assert corpus_chrf(["same text"], ["same text"], backend="builtin") == 100.0
+    assert corpus_bleu(["a b"], ["c d"], backend="builtin") == 0.0
+    with pytest.raises(ValueError, match="hypotheses"):
+        corpus_chrf(["a"], ["a", "b"])
+
+
+def test_builtin_scores_equal_sacrebleu_on_random_corpora():
+    sacrebleu = pytest.importorskip("sacrebleu")
+    rng = random.Random(0)
+    words = ["the", "cat", "sat", ",", ".", "3.5", "1,000", "don't", "(x)", "-", "über", "日本"]
+    for _ in range(50):
+        size = rng.randint(1, 5)
+        hyps = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 9))) for _ in range(size)]
+        refs = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 9))) for _ in range(size)]
+        assert corpus_chrf(hyps, refs, backend="builtin") == pytest.approx(
+            sacrebleu.corpus_chrf(hyps, [refs]).score, abs=1e-9)
+        assert corpus_bleu(hyps, refs, backend="builtin") == pytest.approx(
+            sacrebleu.corpus_bleu(hyps, [refs]).score, abs=1e-9)
+
+
+PAIRS = (["Hello world", "Good morning", "How are you today?", "Thank you very much"],
+         ["Hallo Welt", "Guten Morgen", "Wie geht es dir heute?", "Vielen Dank"])
+
+
+def test_eval_callback_in_fit_logs_scores_for_early_stopping():
+    tokenizer = T5Tokenizer.from_pretrained(MT5_TOKENIZER_DIR)
+    model = small_model("mt5", vocab_size=2112)
+    model.compile(run_eagerly=False)
+    train = seq2seq_dataset(PAIRS, tokenizer, batch_size=4, max_source_length=16,
+                            max_target_length=16)
+    evaluation = seq2seq_eval_dataset(PAIRS, tokenizer, batch_size=2)
+    # jit_compile=False: XLA compilation costs seconds per shape on 2 shared CPU cores.
+    callback = GenerationEvalCallback(evaluation, tokenizer, max_new_tokens=6, backend="builtin",
+                                      generate_kwargs={"jit_compile": False})
+    stopper = keras.callbacks.EarlyStopping(monitor="val_chrf", mode="max", patience=0)
+    history = model.fit(train, epochs=2, callbacks=[callback, stopper], verbose=0)
+    assert {"val_chrf", "val_bleu"} <= set(history.history)
+    assert all(0.0 <= v <= 100.0 for v in history.history["val_chrf"])
+    assert callback.last_references == PAIRS[1]
+    # The hypotheses are what generate + detokenize give for the same inputs.
+    batch = next(iter(evaluation))
+    ids = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"],
+                         max_new_tokens=6, jit_compile=False)
+    decoded = tokenizer.detokenize(tf.convert_to_tensor(ids), skip_special_tokens=True)
+    assert [s.decode() for s in decoded.numpy()] == callback.last_hypotheses[:2]
+    assert callback.generate_and_score()["chrf"] == pytest.approx(
+        corpus_chrf(callback.last_hypotheses, PAIRS[1], backend="builtin"))
+
+
+def test_eval_callback_forces_each_examples_target_language():
+    tokenizer = M2M100Tokenizer.from_pretrained(M2M100_TOKENIZER_DIR)
+    model = small_model("m2m100", vocab_size=1700)
+    data = tf.data.Dataset.from_tensor_slices({
+        "source": ["Hello world", "Bonjour", "Guten Tag"],
+        "target": ["Hallo Welt", "Hello", "Bonjour"],
+        "src_lang": ["en", "fr", "de"], "tgt_lang": ["de", "en", "fr"]})
+    evaluation = seq2seq_eval_dataset(data, tokenizer, batch_size=3)
+    calls = []
+    generate = model.generate
+
+    def recording_generate(*args, **kwargs):
+        sequences = generate(*args, **kwargs)
+        calls.append((np.asarray(kwargs["forced_bos_token_id"]), np.asarray(sequences)))
+        return sequences
+
+    model.generate = recording_generate
+    callback = GenerationEvalCallback(evaluation, tokenizer, max_new_tokens=4,
+                                      generate_kwargs={"jit_compile": False})
+    callback.set_model(model)
+    scores = callback.generate_and_score()
+    assert set(scores) == {"chrf", "bleu"}
+    (forced, sequences), = calls
+    expected = [tokenizer.get_lang_id(code) for code in ("de", "en", "fr")]
+    assert forced.tolist() == expected
+    assert sequences[:, 1].tolist() == expected  # [decoder start, forced language, ...]

@@ -1,0 +1,87 @@
+"""Kill a training run with SIGKILL midway, restart it: it resumes from the last backup
+and ends where an uninterrupted run ends.
+
+The run trains the recipe on an endless deterministic stream with `steps_per_epoch=2`
+(the backup interval) for 4 epochs. The first run, a subprocess, SIGKILLs itself after
+step 5 (mid-epoch 3; the backup holds the end of epoch 2); an uninterrupted run goes on
+in a second subprocess at the same time. The restart restores weights, optimizer state
+and epoch and skips the 4 batches already trained on. Bound: max |diff| with the
+uninterrupted run <= 1e-6 (the same computation: in practice bit-identical).
+"""
+
+import json
+import os
+import signal
+import sys
+
+import keras
+import pytest
+
+EPOCHS, STEPS_PER_EPOCH, KILL_AFTER_STEP = 4, 2, 5
+RESUME_ATOL = 1e-6
+
+
+class StepCounter(keras.callbacks.Callback):
+    """Counts trained steps; optionally SIGKILLs the process after `kill_after` of them."""
+
+    def __init__(self, kill_after=None):
+        super().__init__()
+        self.kill_after, self.steps = kill_after, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if self.kill_after is not None and self.steps >= self.kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no flush: a real crash
+
+
+def train(backup_dir, counter):
+    from test_training_support import recipe_dataset, recipe_model
+    from tfmodels.training import BackupAndRestore
+
+    # accumulation=1: no training state spans steps either way.
+    model = recipe_model(accumulation=1)
+    callbacks = [] if backup_dir is None else [BackupAndRestore(backup_dir)]
+    model.fit(recipe_dataset(repeat=True), epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH,
+              callbacks=callbacks + [counter], verbose=0)
+    return model
+
+
+def test_sigkill_and_resume_ends_where_uninterrupted_run_ends(tmp_path, report_figure):
+    from test_training_support import (load_weights_npz, max_abs_diff, read_logs, start_script,
+                                       subprocess_env, wait_all)
+
+    backup_dir = tmp_path / "backup"
+    reference_path = tmp_path / "uninterrupted.npz"
+    logs = [tmp_path / "killed_run.log", tmp_path / "uninterrupted_run.log"]
+    processes = [
+        start_script([os.path.abspath(__file__), "--killed", str(backup_dir)], subprocess_env(),
+                     logs[0]),
+        start_script([os.path.abspath(__file__), "--uninterrupted", str(reference_path)],
+                     subprocess_env(), logs[1]),
+    ]
+    codes = wait_all(processes, timeout=300, logs=logs)
+    assert codes == [-signal.SIGKILL, 0], read_logs(logs)
+    with open(backup_dir / "training_metadata.json") as handle:
+        assert json.load(handle)["epoch"] == KILL_AFTER_STEP // STEPS_PER_EPOCH
+
+    counter = StepCounter()
+    resumed = train(str(backup_dir), counter)
+    # Only the 4 steps after the backup ran again (epochs 3 and 4).
+    assert counter.steps == EPOCHS * STEPS_PER_EPOCH - 4
+    assert not backup_dir.exists()  # deleted after a completed run, as Keras does
+
+    uninterrupted = load_weights_npz(reference_path)
+    difference = max_abs_diff([v.numpy() for v in resumed.trainable_weights], uninterrupted)
+    assert difference <= RESUME_ATOL
+    assert int(resumed.optimizer.iterations) == EPOCHS * STEPS_PER_EPOCH
+    report_figure("SIGKILL after step 5 + resume vs uninterrupted (8 steps)",
+                  max_weight_diff=difference)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "--killed":
+        train(sys.argv[2], StepCounter(kill_after=KILL_AFTER_STEP))
+        sys.exit("the run should have been killed")
+    from test_training_support import save_weights_npz
+
+    save_weights_npz(train(None, StepCounter()), sys.argv[2])
