@@ -357,11 +357,11 @@ def main(argv=None):
     )
     steps_per_epoch = sum(1 for _ in train)
     total_steps = steps_per_epoch * args.epochs
-    # Warm up, then decay as 1/sqrt(step) (the Transformer schedule): trains a small
-    # model from scratch quickly and steadily.
-    warmup = max(total_steps // 20, 50)
+    # Linear warm-up, then cosine decay to 5% of the peak: a from-scratch model needs a
+    # high learning rate early and a small one at the end to settle on exact spellings.
+    warmup = min(max(total_steps // 20, 50), total_steps // 2)
     learning_rate = keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=total_steps - warmup, warmup_target=args.learning_rate,
+        0.0, decay_steps=max(total_steps - warmup, 1), warmup_target=args.learning_rate,
         warmup_steps=warmup, alpha=0.05,
     )
     model.compile(optimizer="adamw", learning_rate=learning_rate, label_smoothing=0.1,

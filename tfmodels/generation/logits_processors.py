@@ -18,6 +18,8 @@ from typing import Optional, Tuple
 
 import tensorflow as tf
 
+from tfmodels.generation.top_k import top_k as exact_top_k
+
 NEG_INF = float("-inf")
 
 
@@ -110,24 +112,33 @@ def apply_temperature(scores, temperature):
 
 
 def apply_top_k(scores, top_k):
-    """Keeps the `top_k` (static) best scores per row, and ties with the k-th; -inf elsewhere."""
+    """Keeps the `top_k` (static) best scores per row, and ties with the k-th; -inf elsewhere.
+
+    Returns `(scores, best)` where `best` `[rows, k]` are the k best scores, descending
+    (top-p reuses them instead of sorting the whole vocabulary).
+    """
     k = min(int(top_k), scores.shape[-1] or int(top_k))
-    kth_best = tf.math.top_k(scores, k=k, sorted=True).values[:, -1:]
-    return tf.where(scores < kth_best, tf.constant(NEG_INF, tf.float32), scores)
+    best = exact_top_k(scores, k)[0]
+    return tf.where(scores < best[:, -1:], tf.constant(NEG_INF, tf.float32), scores), best
 
 
-def apply_top_p(scores, top_p, min_tokens_to_keep=1):
+def apply_top_p(scores, top_p, min_tokens_to_keep=1, best=None):
     """Nucleus filtering: drops the least likely tokens whose cumulative probability stays
     at or below `1 - top_p`, keeping at least `min_tokens_to_keep`.
 
     Sorting ascending and thresholding on the smallest kept score gives the reference's
-    set (up to exact ties at the threshold) without scattering a permutation back.
+    set (up to exact ties at the threshold) without scattering a permutation back. After
+    top-k filtering only the k survivors (`best`, descending) can be kept, and the
+    filtered-out tokens have probability 0, so sorting those k is enough.
     """
-    sorted_ascending = tf.sort(scores, axis=-1, direction="ASCENDING")
+    if best is None:
+        sorted_ascending = tf.sort(scores, axis=-1, direction="ASCENDING")
+    else:
+        sorted_ascending = tf.reverse(best, axis=[-1])
     cumulative = tf.cumsum(tf.nn.softmax(sorted_ascending, axis=-1), axis=-1)
     removed = cumulative <= 1.0 - top_p
-    vocab_size = tf.shape(scores)[1]
-    keep_tail = tf.range(vocab_size, dtype=tf.int32) >= vocab_size - min_tokens_to_keep
+    width = tf.shape(sorted_ascending)[1]
+    keep_tail = tf.range(width, dtype=tf.int32) >= width - min_tokens_to_keep
     removed = tf.logical_and(removed, tf.logical_not(keep_tail)[tf.newaxis, :])
     num_removed = tf.reduce_sum(tf.cast(removed, tf.int32), axis=-1)  # [rows]
     threshold = tf.gather(sorted_ascending, num_removed[:, tf.newaxis], batch_dims=1)
@@ -218,8 +229,9 @@ class LogitsProcessing:
         if spec.do_sample:
             if spec.use_temperature:
                 scores = apply_temperature(scores, values.temperature)
+            best = None
             if spec.top_k > 0:
-                scores = apply_top_k(scores, max(spec.top_k, spec.min_tokens_to_keep))
+                scores, best = apply_top_k(scores, max(spec.top_k, spec.min_tokens_to_keep))
             if spec.use_top_p:
-                scores = apply_top_p(scores, values.top_p, spec.min_tokens_to_keep)
+                scores = apply_top_p(scores, values.top_p, spec.min_tokens_to_keep, best)
         return scores

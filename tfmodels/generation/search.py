@@ -19,6 +19,7 @@ when the loop stops) are those of the reference's `_sample` and `_beam_search`.
 import tensorflow as tf
 
 from tfmodels.generation import random as gen_random
+from tfmodels.generation.top_k import top_k
 
 # The reference's "impossible" score offset for beams that must not be selected.
 LARGE_NEGATIVE = -1.0e9
@@ -207,10 +208,10 @@ def beam_search(
         # b. The best (or sampled) `beams_to_keep` continuations per example.
         if do_sample:
             noise = gen_random.gumbel(random_key, cur_len, batch, num_beams * vocab_size)
-            top_indices = tf.math.top_k(accumulated + noise, k=beams_to_keep).indices
+            top_indices = top_k(accumulated + noise, beams_to_keep)[1]
             top_scores = tf.gather(accumulated, top_indices, batch_dims=1)
         else:
-            top_scores, top_indices = tf.math.top_k(accumulated, k=beams_to_keep)
+            top_scores, top_indices = top_k(accumulated, beams_to_keep)
         top_beams = top_indices // vocab_size  # [batch, beams_to_keep]
         top_tokens = top_indices % vocab_size
         top_sequences = tf.gather(running, top_beams, batch_dims=1)

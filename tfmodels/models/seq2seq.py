@@ -445,6 +445,7 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
             name: tuple(reversed(variable.shape)) if transpose else tuple(variable.shape)
             for name, (variable, transpose) in table.items()
         }
+        tensors = self._tensors_for_this_head(tensors)
         matched = match_state_dict(expected_shapes, tensors, self.hf_weight_aliases())
         for name, array in matched.items():
             variable, transpose = table[name]
@@ -452,6 +453,39 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
             if transpose:
                 array = array.T
             variable.assign(array.astype(variable.dtype))
+
+    def _tensors_for_this_head(self, tensors):
+        """Lets any head load a checkpoint written for another head of the same family,
+        as the reference does: an encoder-only model takes the encoder of a full
+        checkpoint, a bare model that of an LM checkpoint (and the other way round, where
+        the family prefixes its backbone with `model.`). Only the parts this class does not
+        have are dropped; everything else stays subject to the strict check."""
+        prefix = getattr(self, "hf_prefix", "")
+        names = list(tensors)
+        if prefix and not any(name.startswith(prefix) for name in names):
+            tensors = {
+                (name if name.startswith("lm_head.") else prefix + name): value
+                for name, value in tensors.items()
+            }
+        elif not prefix and names and all(
+            name.startswith("model.") or name.startswith("lm_head.") for name in names
+        ) and any(name.startswith("model.") for name in names):
+            tensors = {
+                (name[len("model."):] if name.startswith("model.") else name): value
+                for name, value in tensors.items()
+            }
+        absent_parts = []
+        if self.decoder is None:
+            absent_parts.append(prefix + "decoder.")
+        if not self.has_lm_head:
+            absent_parts.append("lm_head.")
+        if absent_parts:
+            tensors = {
+                name: value
+                for name, value in tensors.items()
+                if not name.startswith(tuple(absent_parts))
+            }
+        return tensors
 
     def hf_state_dict(self):
         """The model's weights as reference-named, PyTorch-layout numpy arrays."""

@@ -106,6 +106,11 @@ def _may_normalize(char):
 
 
 @functools.lru_cache(maxsize=1)
+def _normalization_candidates():
+    return tuple(chr(c) for c in _all_code_points() if _may_normalize(chr(c)))
+
+
+@functools.lru_cache(maxsize=1)
 def _composable_chars():
     """Characters that occur in a multi-character NFD/NFKD decomposition.
 
@@ -138,7 +143,7 @@ def fast_encoding_patterns(proto_bytes):
     known = {p.piece for p in model.pieces if p.type == _PIECE.NORMAL and len(p.piece) == 1}
     spec = model.normalizer_spec
     if spec.name in _BUILTIN_NORMALIZERS and not spec.normalization_rule_tsv:
-        candidates = [chr(c) for c in _all_code_points() if _may_normalize(chr(c))]
+        candidates = _normalization_candidates()
         normalizer = processor(without_dummy_prefix(proto_bytes))
         changed = {
             char

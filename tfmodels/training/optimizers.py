@@ -52,8 +52,8 @@ class Adafactor(keras.optimizers.Optimizer):
     >>> optimizer = Adafactor(learning_rate=1e-3)   # the T5 fine-tuning recipe
     >>> variable = keras.Variable([[1.0, 2.0], [3.0, 4.0]])
     >>> optimizer.apply([keras.ops.ones((2, 2))], [variable])
-    >>> variable.numpy().round(4).tolist()
-    [[0.999, 1.999], [2.999, 3.999]]
+    >>> [round(float(x), 4) for x in variable.numpy().ravel()]
+    [0.999, 1.999, 2.999, 3.999]
     """
 
     def __init__(
@@ -205,7 +205,7 @@ def get_optimizer(optimizer="auto", model_type=None, learning_rate=None):
     Example:
     >>> get_optimizer("auto", model_type="mt5").__class__.__name__
     'Adafactor'
-    >>> float(get_optimizer("adamw", learning_rate=1e-4).learning_rate)
+    >>> round(float(get_optimizer("adamw", learning_rate=1e-4).learning_rate), 8)
     0.0001
     """
     if not isinstance(optimizer, str):

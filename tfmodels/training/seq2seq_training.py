@@ -149,6 +149,15 @@ class Seq2SeqTrainingMixin:
             **kwargs: Passed to `keras.Model.compile` (`jit_compile`,
                 `steps_per_execution`, `run_eagerly`, ...).
         """
+        if not self._trains_lm_head:
+            # Encoder-only / headless models: plain Keras (custom heads, custom losses).
+            return super().compile(
+                optimizer=get_optimizer(optimizer, getattr(self.config, "model_type", None),
+                                        learning_rate),
+                loss=None if loss == "auto" else loss,
+                metrics=None if metrics == "auto" else metrics,
+                **kwargs,
+            )
         steps = 1 if gradient_accumulation_steps is None else int(gradient_accumulation_steps)
         if steps < 1:
             raise ValueError(f"gradient_accumulation_steps must be >= 1, got {steps}")
@@ -197,6 +206,37 @@ class Seq2SeqTrainingMixin:
         # they would be created inside a traced, replicated step.
         with self.distribute_strategy.scope():
             self.optimizer.build(self.trainable_variables)
+
+    # -- saving the compile state (`model.save("x.keras")` / `keras.saving.load_model`) ---
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is None or not self._trains_lm_head:
+            return config
+        options = self.training_options
+        loss_fn = options.per_token_loss_fn
+        return {
+            **config,
+            "tfmodels_training": {
+                "label_smoothing": options.label_smoothing,
+                "gradient_accumulation_steps": options.gradient_accumulation_steps,
+                "global_clipnorm": options.global_clipnorm,
+                "ignore_pad_in_labels": options.ignore_pad_in_labels,
+                # Keras losses serialise; a plain function is only kept by name.
+                "loss": keras.saving.serialize_keras_object(loss_fn) if loss_fn else None,
+            },
+        }
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        options = dict(config.pop("tfmodels_training", None) or {})
+        config = keras.saving.deserialize_keras_object(config)
+        loss = options.pop("loss", None)
+        config["loss"] = keras.saving.deserialize_keras_object(loss) if loss else "auto"
+        self.compile(**config, **options)
+
+    @property
+    def _trains_lm_head(self):
+        return bool(getattr(self, "has_lm_head", True))
 
     @property
     def training_options(self):
@@ -257,7 +297,7 @@ class Seq2SeqTrainingMixin:
         (Keras convention: per-replica losses are pre-scaled so gradients can be summed).
         """
         inputs, labels = self._split_inputs(x, y) if isinstance(x, dict) else (x, y)
-        if labels is None:
+        if labels is None or not self._trains_lm_head:
             return super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                         training=training)
         logits = y_pred["logits"] if isinstance(y_pred, dict) else y_pred
@@ -268,6 +308,8 @@ class Seq2SeqTrainingMixin:
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Updates compiled metrics with `(labels, logits)` (ignored labels = -100)."""
+        if not self._trains_lm_head:
+            return super().compute_metrics(x, y, y_pred, sample_weight)
         inputs, labels = self._split_inputs(x, y) if isinstance(x, dict) else (x, y)
         if labels is not None and self._compile_metrics is not None:
             logits = y_pred["logits"] if isinstance(y_pred, dict) else y_pred
@@ -349,6 +391,8 @@ class Seq2SeqTrainingMixin:
         return [_scale_gradient(g, factor) for g in gradients]
 
     def train_step(self, data):
+        if not self._trains_lm_head:
+            return super().train_step(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         inputs, labels = self._split_inputs(x, y)
         if labels is None:
@@ -377,6 +421,8 @@ class Seq2SeqTrainingMixin:
         return self._step_logs()
 
     def test_step(self, data):
+        if not self._trains_lm_head:
+            return super().test_step(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         inputs, labels = self._split_inputs(x, y)
         if labels is None:
@@ -430,4 +476,8 @@ class Seq2SeqTrainingMixin:
         x = fast_forward_for_resume(
             self, x, kwargs.get("callbacks"), kwargs.get("steps_per_epoch")
         )
+        if isinstance(x, (tf.data.Dataset, tf.distribute.DistributedDataset)) and not args:
+            # A dataset is shuffled in its pipeline; Keras ignores `shuffle` for it (and
+            # warns on every call with its default True).
+            kwargs.setdefault("shuffle", False)
         return super().fit(x, y, *args, **kwargs)
