@@ -47,7 +47,10 @@ def request_scalar(values, name):
     flat = tf.reshape(values, [-1])
     count = tf.size(flat, out_type=tf.int32)
     first = tf.gather(tf.concat([flat, tf.zeros([1], flat.dtype)], axis=0), 0)
-    same = tf.reduce_all(tf.equal(flat, first))
+    same_values = tf.equal(flat, first)
+    if flat.dtype.is_floating:  # NaN != NaN; a NaN option is refused by `check_finite`
+        same_values = tf.logical_or(same_values, tf.logical_and(tf.math.is_nan(flat), tf.math.is_nan(first)))
+    same = tf.reduce_all(same_values)
     check = assert_that(
         tf.logical_and(count > 0, same),
         [f"{name} must be one value for the whole request (a scalar, or the same value for "

@@ -22,12 +22,17 @@ import numpy as np
 import pytest
 
 from fixtures.savedmodel.checkpoints import make_tiny_m2m100_checkpoint, make_tiny_mt5_checkpoint
+from fixtures.savedmodel.expected_values import (
+    decode_all,
+    language_kwargs,
+    python_encode,
+    python_generation,
+    python_score,
+)
+from fixtures.savedmodel.jobs import SUBPROCESS_ENV, SUBPROCESS_TIMEOUT, Job, finish
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUNNER = os.path.join(REPO_DIR, "tests", "fixtures", "savedmodel", "run_signatures.py")
 README = os.path.join(REPO_DIR, "savedmodel", "README.md")
-SUBPROCESS_ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="")
-SUBPROCESS_TIMEOUT = 600
 
 MAX_SOURCE_LENGTH = 24
 MAX_TARGET_LENGTH = 16
@@ -67,125 +72,6 @@ SIGNATURE_OUTPUTS = {
     "tokenize": {"input_ids", "attention_mask"},
     "detokenize": {"text"},
 }
-
-
-# ------------------------------------------------------------------------------ helpers
-def to_spec(value):
-    """numpy value -> the runner's `{"dtype", "value"}` (bytes that are not UTF-8 go b64)."""
-    array = np.asarray(value)
-    if array.dtype.kind in "OSU":
-        flat = [item if isinstance(item, bytes) else str(item).encode("utf-8") for item in array.reshape(-1)]
-        try:
-            decoded = [item.decode("utf-8") for item in flat]
-            return {"dtype": "string", "value": decoded, "shape": list(array.shape)}
-        except UnicodeDecodeError:
-            encoded = [base64.b64encode(item).decode("ascii") for item in flat]
-            return {"dtype": "bytes_b64", "value": encoded, "shape": list(array.shape)}
-    dtype = {"i": "int32", "f": "float32"}[array.dtype.kind]
-    return {"dtype": dtype, "value": array.astype(dtype).reshape(-1).tolist(), "shape": list(array.shape)}
-
-
-class Job:
-    """Requests for one runner process; `add` returns the index of the request's result."""
-
-    def __init__(self, models):
-        self.models = models
-        self.requests = []
-
-    def add(self, model, signature, **inputs):
-        self.requests.append({"model": model, "signature": signature,
-                              "inputs": {name: to_spec(value) for name, value in inputs.items()}})
-        return len(self.requests) - 1
-
-    def start(self, mode, directory):
-        job_path = os.path.join(directory, f"job_{mode}.json")
-        results_path = os.path.join(directory, f"results_{mode}.json")
-        with open(job_path, "w", encoding="utf-8") as handle:
-            json.dump({"models": self.models, "requests": self.requests}, handle)
-        process = subprocess.Popen(
-            [sys.executable, RUNNER, mode, job_path, results_path], cwd=directory,
-            env=SUBPROCESS_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        return process, results_path
-
-
-def finish(process, results_path):
-    output, _ = process.communicate(timeout=SUBPROCESS_TIMEOUT)
-    assert process.returncode == 0, output[-4000:]
-    with open(results_path, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
-def decode_all(strings):
-    return [item.decode("utf-8", "backslashreplace") for item in np.asarray(strings).reshape(-1)]
-
-
-def language_kwargs(family, name, codes):
-    return {name: codes} if family == "m2m100" else {}
-
-
-def log_likelihood_reference(model, input_ids, attention_mask, labels, labels_mask):
-    """Teacher-forced `sum log p(labels)` from the model's plain forward pass (float64)."""
-    labels = np.asarray(labels, np.int32)
-    start = np.full([labels.shape[0], 1], model.config.decoder_start_token_id, np.int32)
-    decoder_input_ids = np.concatenate([start, labels[:, :-1]], axis=1)
-    logits = np.asarray(model(input_ids=input_ids, attention_mask=attention_mask,
-                              decoder_input_ids=decoder_input_ids).logits, np.float64)
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-    picked = np.take_along_axis(log_probs, labels[:, :, None], axis=-1)[:, :, 0]
-    mask = np.asarray(labels_mask, np.float64)
-    return (picked * mask).sum(axis=1), np.asarray(labels_mask).sum(axis=1)
-
-
-def generated_mask(sequences, eos_token_id):
-    """1 on each generated token up to and including the first EOS (start token dropped)."""
-    generated = np.asarray(sequences)[:, 1:]
-    mask = np.zeros_like(generated)
-    for row, tokens in enumerate(generated):
-        ends = np.flatnonzero(tokens == eos_token_id)
-        mask[row, : (ends[0] + 1 if ends.size else len(tokens))] = 1
-    return generated, mask
-
-
-def python_generation(export, texts, src_lang=None, tgt_lang=None, **overrides):
-    """What `model.generate` + `detokenize` give for the export's options: (texts, scores)."""
-    model, tokenizer, settings = export["model"], export["tokenizer"], export["settings"]
-    family = export["family"]
-    encoded = tokenizer(texts, padding="longest", truncation=True, max_length=MAX_SOURCE_LENGTH,
-                        **language_kwargs(family, "src_lang", src_lang))
-    options = settings.generation_options()
-    options.update(overrides)
-    if family == "m2m100":
-        options["forced_bos_token_id"] = [tokenizer.get_lang_id(code) for code in tgt_lang]
-    output = model.generate(encoded["input_ids"], attention_mask=encoded["attention_mask"],
-                            return_dict_in_generate=True, jit_compile=False, **options)
-    strings = decode_all(tokenizer.detokenize(output["sequences"], skip_special_tokens=True).numpy())
-    if options["num_beams"] > 1:
-        return strings, np.asarray(output["sequences_scores"])
-    labels, labels_mask = generated_mask(output["sequences"], model.config.eos_token_id)
-    scores, _ = log_likelihood_reference(model, encoded["input_ids"], encoded["attention_mask"],
-                                         labels, labels_mask)
-    return strings, scores
-
-
-def python_score(export, texts, targets, src_lang=None, tgt_lang=None):
-    model, tokenizer, family = export["model"], export["tokenizer"], export["family"]
-    sources = tokenizer(texts, padding="longest", truncation=True, max_length=MAX_SOURCE_LENGTH,
-                        **language_kwargs(family, "src_lang", src_lang))
-    labels = tokenizer(text_target=targets, padding="longest", truncation=True,
-                       max_length=MAX_TARGET_LENGTH, **language_kwargs(family, "tgt_lang", tgt_lang))
-    return log_likelihood_reference(model, sources["input_ids"], sources["attention_mask"],
-                                    labels["input_ids"], labels["attention_mask"])
-
-
-def python_encode(export, texts, src_lang=None):
-    model, tokenizer, family = export["model"], export["tokenizer"], export["family"]
-    encoded = tokenizer(texts, padding="longest", truncation=True, max_length=MAX_SOURCE_LENGTH,
-                        **language_kwargs(family, "src_lang", src_lang))
-    states = np.asarray(model.encode(encoded["input_ids"], encoded["attention_mask"])["last_hidden_state"])
-    mask = np.asarray(encoded["attention_mask"], np.float32)[:, :, None]
-    return (states * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0), encoded
 
 
 def readme_code_blocks(language):
@@ -663,13 +549,22 @@ def test_export_settings_validation():
         ExportSettings(early_stopping="sometimes")
 
 
-def test_next_version_and_existing_version(tmp_path):
-    from savedmodel import export_savedmodel, next_version
+def test_next_version(tmp_path):
+    from savedmodel import next_version
 
     assert next_version(str(tmp_path / "missing")) == 1
     for name in ("1", "7", "notes", ".tmp-9-1"):
         (tmp_path / name).mkdir()
     assert next_version(str(tmp_path)) == 8
+
+
+def test_export_refuses_to_overwrite_a_version(served):
+    from savedmodel import ExportSettings, export_savedmodel
+
+    export = served["exports"]["mt5"]
+    with pytest.raises(FileExistsError, match="already exists"):
+        export_savedmodel(None, export["base"], ExportSettings(version=1),
+                          model=export["model"], tokenizer=export["tokenizer"])
 
 
 def test_rest_json_conversion_rules():

@@ -58,7 +58,7 @@ def test_ids_match_reference(tokenizers, key):
 
 @pytest.mark.parametrize("key", ["t5_legacy_default", "t5_legacy_false", "m2m100_en"])
 def test_scalar_inputs_match_reference(tokenizers, key):
-    for row in GOLDEN[key][::7]:
+    for row in GOLDEN[key][::12]:
         ids = tokenizers[key].tokenize(row["text"])
         assert ids.shape.rank == 1
         assert ids.numpy().tolist() == row["ids"]

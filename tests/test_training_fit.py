@@ -172,3 +172,19 @@ def test_compile_argument_errors():
         model.compile(label_smoothing=1.0)
     with pytest.raises(ValueError, match="gradient_accumulation_steps"):
         model.compile(gradient_accumulation_steps=0)
+
+
+def test_sample_weights_scale_each_sequences_tokens():
+    """Per-sequence weights multiply that sequence's token weights: weight 0 is the same
+    as leaving the row out."""
+    batch = random_batches(1, 4, seed=12)[0]
+    model = small_model("mt5")
+    without_last = {key: value[:3] for key, value in batch.items()}
+    expected = gradients_of_fit_step(model, without_last)
+    optimizer = RecordingSGD(learning_rate=0.0)
+    model.compile(optimizer=optimizer, metrics=[], run_eagerly=True)
+    weights = np.array([1.0, 1.0, 1.0, 0.0], np.float32)
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    model.fit(tf.data.Dataset.from_tensors((inputs, batch["labels"], weights)), verbose=0)
+    recorded = [optimizer.recorded_gradient(v) for v in model.trainable_variables]
+    assert max_abs_diff(recorded, expected) < 1e-6

@@ -15,7 +15,6 @@ import signal
 import sys
 
 import keras
-import pytest
 
 EPOCHS, STEPS_PER_EPOCH, KILL_AFTER_STEP = 4, 2, 5
 RESUME_ATOL = 1e-6
@@ -85,3 +84,27 @@ if __name__ == "__main__":
     from test_training_support import save_weights_npz
 
     save_weights_npz(train(None, StepCounter()), sys.argv[2])
+
+
+def test_keras_file_keeps_compile_options_and_optimizer_state(tmp_path):
+    """`model.save("x.keras")` + `keras.saving.load_model`: same weights, same optimizer
+    state and training options, so training continues identically."""
+    import numpy as np
+    import tensorflow as tf
+
+    from test_training_support import max_abs_diff, random_batches, small_model, weights_of
+
+    batches = [tf.data.Dataset.from_tensors(b) for b in random_batches(2, 4, seed=11)]
+    model = small_model("mt5")
+    model.compile(label_smoothing=0.1, gradient_accumulation_steps=2, global_clipnorm=0.5,
+                  run_eagerly=True)
+    model.fit(batches[0], verbose=0)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert loaded.training_options == model.training_options
+    assert int(loaded.optimizer.iterations) == 1
+    for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    model.fit(batches[1], verbose=0)
+    loaded.fit(batches[1], verbose=0)
+    assert max_abs_diff(weights_of(model), weights_of(loaded)) == 0.0

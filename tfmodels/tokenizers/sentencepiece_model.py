@@ -78,7 +78,8 @@ def piece_kind(sp, text):
 #
 # The tokenizer therefore sends text through the fast op only in a form for
 # which both agree: text made of "inert" characters (known single-character
-# pieces that normalization leaves alone) goes as is; any other text is first
+# pieces that normalization leaves alone and that never compose with the
+# character before them) goes as is; any other text is first
 # normalized (the regular op's pieces, joined, are the normalized text), each
 # unknown character is replaced by one 0xFF byte (unknown, one byte), and the
 # result is encoded by a copy of the model whose normalizer does nothing.
@@ -111,22 +112,20 @@ def _normalization_candidates():
 
 
 @functools.lru_cache(maxsize=1)
-def _composable_chars():
-    """Characters that occur in a multi-character NFD/NFKD decomposition.
+def _combining_chars():
+    """Characters that can join the character before them in normalization.
 
-    Normalization can merge them with a neighbour ("i" + U+0301 -> "í",
-    Hangul jamo -> syllables), so they are never treated as inert.
+    Those that appear after the first position of a canonical decomposition
+    (combining marks, Indic vowel-sign parts, Hangul vowel/final jamo): NFC
+    composes such a character with its predecessor ("e" + U+0301 -> "é").
+    Text without them cannot change by composition.
     """
     chars = set()
     for code in _all_code_points():
-        char = chr(code)
-        if not unicodedata.decomposition(char):
-            continue
-        for form in ("NFD", "NFKD"):
-            decomposed = unicodedata.normalize(form, char)
-            if len(decomposed) > 1:
-                chars.update(decomposed)
-    for low, high in ((0x1100, 0x11FF), (0xA960, 0xA97F), (0xD7B0, 0xD7FF)):  # jamo
+        decomposed = unicodedata.normalize("NFD", chr(code))
+        chars.update(decomposed[1:])
+    chars.update(chr(c) for c in _all_code_points() if unicodedata.combining(chr(c)))
+    for low, high in ((0x1160, 0x11FF), (0xD7B0, 0xD7FF)):  # Hangul vowel/final jamo
         chars.update(chr(c) for c in range(low, high + 1))
     return frozenset(chars)
 
@@ -150,7 +149,7 @@ def fast_encoding_patterns(proto_bytes):
             for char, text in zip(candidates, normalizer.normalize(["@" + c + "@" for c in candidates]))
             if text[1:-1] != char
         }
-        inert = {c for c in known if c not in changed and c not in _composable_chars() and not c.isspace()}
+        inert = {c for c in known if c not in changed and c not in _combining_chars() and not c.isspace()}
         inert.discard(ops.META_SPACE)
     else:
         inert = set()  # custom rules: normalize everything first
