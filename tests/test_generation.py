@@ -380,3 +380,14 @@ def test_generate_graph_exports_to_a_saved_model(models, golden, tmp_path):
                                    tf.constant(forced[:rows]))["sequences"].numpy()
         support.assert_generation_matches(sequences, None, case["expected"][:rows], 1,
                                           f"SavedModel, {rows} rows", check_scores=False)
+
+
+def test_decoding_lm_head_matches_compute_logits(models):
+    """The decoding loop's LM head arrangement computes the model's own logits."""
+    from tfmodels.generation.graph import lm_head_logits
+
+    hidden = tf.random.normal([5, 24], seed=1)
+    for model in models.values():
+        expected = model.compute_logits(hidden[:, tf.newaxis, :])[:, 0, :]
+        np.testing.assert_allclose(lm_head_logits(model, hidden).numpy(), expected.numpy(),
+                                   rtol=1e-5, atol=1e-5)

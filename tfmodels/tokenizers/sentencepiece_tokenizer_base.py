@@ -299,6 +299,7 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
     def _pad(self, ids, padding, max_length, pad_to_multiple_of):
         lengths = ids.row_lengths()
         longest = tf.cast(tf.reduce_max(tf.concat([lengths, [0]], axis=0)), tf.int64)
+
         def round_up(length):
             if not pad_to_multiple_of:
                 return length

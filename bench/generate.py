@@ -1,0 +1,443 @@
+"""Generation speed: tfmodels against transformers (PyTorch, TF/XLA) and CTranslate2.
+
+    PYTHONPATH=. python bench/generate.py                  # both models, every engine
+    PYTHONPATH=. python bench/generate.py --models mt5 --quick
+    PYTHONPATH=. python bench/generate.py --tf-python /tmp/tfvenv/bin/python \\
+        --ct2-python /tmp/ct2venv/bin/python
+
+Every engine runs in its own subprocess (2 intra-op threads, fp32 unless stated) on the
+real `mt5-small` / `m2m100_418M` configs with random weights: 32 source tokens per row,
+exactly 32 new tokens (`min_new_tokens = max_new_tokens = 32`), greedy and beam 4, batch
+1 and 8. Tokens/s counts returned tokens (batch x 32) over the best of the timed calls.
+
+Engines:
+  tfmodels        this package, XLA (`jit_compile=True`, the default)
+  tfmodels-graph  this package without XLA (what TF Serving runs)
+  torch           transformers PyTorch `generate` (torch.set_num_threads(2))
+  hf-tf-xla       transformers TF `generate` in `tf.function(jit_compile=True)`, mT5 only;
+                  needs tf-keras, so it runs with `--tf-python` (a virtualenv:
+                  `python -m venv /tmp/tfvenv --system-site-packages &&
+                  /tmp/tfvenv/bin/pip install tf-keras==2.21.0`), skipped if absent
+  ct2-fp32/int8   CTranslate2 (`pip install ctranslate2`, bench only; `--ct2-python`),
+                  converted with its transformers converter from a checkpoint saved by
+                  transformers into a temporary directory
+
+Also printed: the memory-bandwidth ceiling for batch-1 greedy (a 2-thread fp32
+matrix-vector product reading as many bytes as the decoder + LM head), first-call
+compile time and peak RSS of every engine process.
+"""
+
+import os
+import sys
+
+# Scripts in bench/ would shadow the standard library (bench/tokenize.py hides `tokenize`,
+# which tracebacks and tf.function need): keep bench/ itself off the import path.
+_BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != _BENCH_DIR]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+MODELS = {
+    "mt5": dict(
+        family="mt5",
+        label="mt5-small",
+        config=dict(vocab_size=250112, d_model=512, d_kv=64, d_ff=1024, num_layers=8,
+                    num_decoder_layers=8, num_heads=6, feed_forward_proj="gated-gelu",
+                    tie_word_embeddings=False, dropout_rate=0.0, decoder_start_token_id=0,
+                    eos_token_id=1, pad_token_id=0),
+    ),
+    "m2m100": dict(
+        family="m2m100",
+        label="m2m100_418M",
+        config=dict(vocab_size=128112, d_model=1024, encoder_layers=12, decoder_layers=12,
+                    encoder_attention_heads=16, decoder_attention_heads=16,
+                    encoder_ffn_dim=4096, decoder_ffn_dim=4096, max_position_embeddings=1024,
+                    dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                    encoder_layerdrop=0.0, decoder_layerdrop=0.0, decoder_start_token_id=2,
+                    eos_token_id=2, pad_token_id=1, bos_token_id=0),
+    ),
+}
+SETTINGS = [(1, 1), (8, 1), (1, 4), (8, 4)]  # (batch, beams)
+QUICK_SETTINGS = [(1, 1), (8, 1), (8, 4)]
+SOURCE_TOKENS = 32
+NEW_TOKENS = 32
+THREADS = 2
+ENGINES = ["tfmodels", "tfmodels-graph", "torch", "hf-tf-xla", "ct2-fp32", "ct2-int8"]
+
+
+# ----------------------------------------------------------------------------- helpers
+def _peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _source_ids(batch, vocab_size, seed=0):
+    rng = np.random.RandomState(seed)
+    return rng.randint(4, min(vocab_size, 30000), size=(batch, SOURCE_TOKENS)).astype(np.int64)
+
+
+def _time_calls(run, repeats):
+    """`(first_call_seconds, best_seconds)` of `run()`: one first call, then `repeats`."""
+    started = time.perf_counter()
+    run()
+    first = time.perf_counter() - started
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return first, best
+
+
+def _decoder_and_head_parameters(name):
+    config = MODELS[name]["config"]
+    if name == "mt5":
+        d, inner, ff, layers = config["d_model"], config["num_heads"] * config["d_kv"], config["d_ff"], config["num_decoder_layers"]
+        per_layer = 2 * 4 * d * inner + 3 * d * ff
+    else:
+        d, ff, layers = config["d_model"], config["decoder_ffn_dim"], config["decoder_layers"]
+        per_layer = 2 * 4 * d * d + 2 * d * ff
+    return layers * per_layer + config["vocab_size"] * config["d_model"]
+
+
+# ----------------------------------------------------------------------------- workers
+def _set_tf_threads():
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(THREADS)
+    tf.config.threading.set_inter_op_parallelism_threads(THREADS)
+    return tf
+
+
+def worker_ceiling(name, repeats):
+    """Bytes/s of a 2-thread fp32 matrix-vector product over the decoder + LM head size."""
+    tf = _set_tf_threads()
+    parameters = _decoder_and_head_parameters(name)
+    width = 1024
+    matrix = tf.Variable(tf.random.normal([width, parameters // width], stddev=0.01))
+    vector = tf.random.normal([1, width])
+    results = {}
+    for jit in (False, True):
+        product = tf.function(lambda v: tf.reduce_sum(tf.matmul(v, matrix)), jit_compile=jit)
+        _, best = _time_calls(lambda: product(vector).numpy(), repeats * 3)
+        results["xla" if jit else "graph"] = best
+    best = min(results.values())
+    return {"parameters": parameters, "seconds_per_pass": best,
+            "gb_per_s": parameters * 4 / best / 1e9, "ceiling_tokens_per_s": 1.0 / best,
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def worker_tfmodels(name, settings, repeats, jit_compile=True):
+    _set_tf_threads()
+    from tfmodels import M2M100Config, M2M100ForConditionalGeneration, MT5Config, MT5ForConditionalGeneration
+
+    spec = MODELS[name]
+    started = time.perf_counter()
+    if spec["family"] == "mt5":
+        model = MT5ForConditionalGeneration(MT5Config(**spec["config"]))
+    else:
+        model = M2M100ForConditionalGeneration(M2M100Config(**spec["config"]))
+    build = time.perf_counter() - started
+    results = {}
+    for batch, beams in settings:
+        source = _source_ids(batch, spec["config"]["vocab_size"])
+
+        def run():
+            out = model.generate(source, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+                                 num_beams=beams, jit_compile=jit_compile)
+            assert out.shape == (batch, NEW_TOKENS + 1), out.shape
+
+        first, best = _time_calls(run, repeats)
+        results[f"{batch}x{beams}"] = {"first": first, "best": best}
+    return {"build_s": build, "results": results, "peak_rss_mb": _peak_rss_mb()}
+
+
+def worker_torch(name, settings, repeats):
+    import torch
+    import transformers
+
+    torch.set_num_threads(THREADS)
+    spec = MODELS[name]
+    started = time.perf_counter()
+    if spec["family"] == "mt5":
+        model = transformers.MT5ForConditionalGeneration(transformers.MT5Config(**spec["config"]))
+    else:
+        model = transformers.M2M100ForConditionalGeneration(transformers.M2M100Config(**spec["config"]))
+    model.eval()
+    build = time.perf_counter() - started
+    results = {}
+    for batch, beams in settings:
+        source = torch.from_numpy(_source_ids(batch, spec["config"]["vocab_size"]))
+
+        def run():
+            with torch.inference_mode():
+                out = model.generate(source, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+                                     num_beams=beams, do_sample=False)
+            assert tuple(out.shape) == (batch, NEW_TOKENS + 1), out.shape
+
+        first, best = _time_calls(run, repeats)
+        results[f"{batch}x{beams}"] = {"first": first, "best": best}
+    return {"build_s": build, "results": results, "peak_rss_mb": _peak_rss_mb()}
+
+
+def worker_hf_tf(name, settings, repeats):
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    tf = _set_tf_threads()
+    import transformers
+
+    spec = MODELS[name]
+    if spec["family"] != "mt5":
+        raise RuntimeError("transformers has no TF M2M100")
+    started = time.perf_counter()
+    model = transformers.TFMT5ForConditionalGeneration(transformers.MT5Config(**spec["config"]))
+    model(input_ids=tf.zeros([1, 4], tf.int32), decoder_input_ids=tf.zeros([1, 1], tf.int32))
+    build = time.perf_counter() - started
+    xla_generate = tf.function(model.generate, jit_compile=True)
+    results = {}
+    for batch, beams in settings:
+        source = tf.constant(_source_ids(batch, spec["config"]["vocab_size"]), tf.int32)
+
+        def run():
+            out = xla_generate(source, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+                               num_beams=beams, do_sample=False)
+            assert tuple(out.shape) == (batch, NEW_TOKENS + 1), out.shape
+
+        first, best = _time_calls(run, repeats)
+        results[f"{batch}x{beams}"] = {"first": first, "best": best}
+    return {"build_s": build, "results": results, "peak_rss_mb": _peak_rss_mb()}
+
+
+class _SyntheticTokenizer:
+    """What CTranslate2's converter reads from a tokenizer: a vocabulary of `tok{i}`
+    strings with the family's special tokens at their ids."""
+
+    def __init__(self, vocab_size, specials):
+        self.tokens = [f"tok{i}" for i in range(vocab_size)]
+        for token_id, token in specials.items():
+            self.tokens[token_id] = token
+        self.pad_token, self.eos_token, self.unk_token, self.bos_token = "<pad>", "</s>", "<unk>", "<s>"
+        self.unk_token_id = self.tokens.index("<unk>")
+        self.special_tokens_map = {}
+        self.vocab_size = vocab_size
+
+    def get_vocab(self):
+        return {token: index for index, token in enumerate(self.tokens)}
+
+    def convert_ids_to_tokens(self, ids):
+        return self.tokens[ids] if isinstance(ids, int) else [self.tokens[i] for i in ids]
+
+
+def _ct2_specials(family):
+    if family == "mt5":
+        return {0: "<pad>", 1: "</s>", 2: "<unk>"}
+    return {0: "<s>", 1: "<pad>", 2: "</s>", 3: "<unk>"}
+
+
+def worker_ct2_convert(name, output_dir):
+    """Saves a random transformers checkpoint to a temp dir, converts it for CTranslate2."""
+    import torch
+    import transformers
+    from ctranslate2.converters import TransformersConverter
+
+    spec = MODELS[name]
+    with tempfile.TemporaryDirectory() as checkpoint:
+        if spec["family"] == "mt5":
+            model = transformers.MT5ForConditionalGeneration(transformers.MT5Config(**spec["config"]))
+        else:
+            model = transformers.M2M100ForConditionalGeneration(transformers.M2M100Config(**spec["config"]))
+        model.save_pretrained(checkpoint)
+        del model
+        tokenizer = _SyntheticTokenizer(spec["config"]["vocab_size"], _ct2_specials(spec["family"]))
+
+        class Converter(TransformersConverter):
+            def load_tokenizer(self, tokenizer_class, model_name_or_path, **kwargs):
+                return tokenizer
+
+        torch.set_num_threads(THREADS)
+        Converter(checkpoint).convert(output_dir, force=True)
+    return {"converted": output_dir, "peak_rss_mb": _peak_rss_mb()}
+
+
+def worker_ct2(name, settings, repeats, model_dir, compute_type):
+    import ctranslate2
+
+    spec = MODELS[name]
+    started = time.perf_counter()
+    translator = ctranslate2.Translator(model_dir, device="cpu", compute_type=compute_type,
+                                        intra_threads=THREADS, inter_threads=1)
+    build = time.perf_counter() - started
+    specials = _ct2_specials(spec["family"])
+    results = {}
+    for batch, beams in settings:
+        source = [[specials.get(int(i), f"tok{int(i)}") for i in row]
+                  for row in _source_ids(batch, spec["config"]["vocab_size"])]
+
+        def run():
+            out = translator.translate_batch(source, beam_size=beams, max_decoding_length=NEW_TOKENS,
+                                             min_decoding_length=NEW_TOKENS, max_batch_size=batch)
+            assert all(len(result.hypotheses[0]) == NEW_TOKENS for result in out), [
+                len(result.hypotheses[0]) for result in out]
+
+        first, best = _time_calls(run, repeats)
+        results[f"{batch}x{beams}"] = {"first": first, "best": best}
+    return {"build_s": build, "results": results, "peak_rss_mb": _peak_rss_mb()}
+
+
+def run_worker(arguments):
+    settings = [tuple(map(int, item.split("x"))) for item in arguments.settings.split(",")] if arguments.settings else []
+    engine = arguments.worker
+    if engine == "ceiling":
+        result = worker_ceiling(arguments.model, arguments.repeats)
+    elif engine == "tfmodels":
+        result = worker_tfmodels(arguments.model, settings, arguments.repeats)
+    elif engine == "tfmodels-graph":
+        result = worker_tfmodels(arguments.model, settings, arguments.repeats, jit_compile=False)
+    elif engine == "torch":
+        result = worker_torch(arguments.model, settings, arguments.repeats)
+    elif engine == "hf-tf-xla":
+        result = worker_hf_tf(arguments.model, settings, arguments.repeats)
+    elif engine == "ct2-convert":
+        result = worker_ct2_convert(arguments.model, arguments.ct2_dir)
+    elif engine in ("ct2-fp32", "ct2-int8"):
+        result = worker_ct2(arguments.model, settings, arguments.repeats, arguments.ct2_dir,
+                            "float32" if engine == "ct2-fp32" else "int8")
+    else:
+        raise SystemExit(f"unknown worker {engine}")
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# ------------------------------------------------------------------------------ driver
+def _spawn(python, engine, model, settings, repeats, extra=(), timeout=3600):
+    command = [python, os.path.abspath(__file__), "--worker", engine, "--model", model,
+               "--repeats", str(repeats)]
+    if settings:
+        command += ["--settings", ",".join(f"{b}x{k}" for b, k in settings)]
+    command += list(extra)
+    env = dict(os.environ)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["OMP_NUM_THREADS"] = str(THREADS)
+    started = time.perf_counter()
+    process = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    for line in process.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result = json.loads(line[len("RESULT "):])
+            result["process_s"] = time.perf_counter() - started
+            return result
+    tail = (process.stderr or process.stdout).strip().splitlines()[-6:]
+    return {"error": " | ".join(tail) or f"exit code {process.returncode}"}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="mt5,m2m100", help="comma list: mt5, m2m100")
+    parser.add_argument("--engines", default=",".join(ENGINES), help="comma list of engines")
+    parser.add_argument("--quick", action="store_true", help="fewer settings and repeats")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per setting")
+    parser.add_argument("--tf-python", default="/tmp/tfvenv/bin/python",
+                        help="python of a virtualenv with tf-keras (for hf-tf-xla)")
+    parser.add_argument("--ct2-python", default=None,
+                        help="python with ctranslate2 installed (default: this one)")
+    parser.add_argument("--json", default=None, help="also write all results to this file")
+    # Worker mode (internal).
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--settings", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--ct2-dir", default=None, help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.worker:
+        arguments.repeats = arguments.repeats or 3
+        return run_worker(arguments)
+
+    settings = QUICK_SETTINGS if arguments.quick else SETTINGS
+    repeats = arguments.repeats or (2 if arguments.quick else 3)
+    engines = [engine for engine in arguments.engines.split(",") if engine]
+    ct2_python = arguments.ct2_python or sys.executable
+    report = {}
+    for name in [item for item in arguments.models.split(",") if item]:
+        spec = MODELS[name]
+        print(f"\n=== {spec['label']} ({SOURCE_TOKENS} source tokens -> {NEW_TOKENS} new, "
+              f"fp32 unless noted, {THREADS} threads) ===", flush=True)
+        ceiling = _spawn(sys.executable, "ceiling", name, [], repeats)
+        rows = {}
+        for engine in engines:
+            python = sys.executable
+            extra = []
+            if engine == "hf-tf-xla":
+                if spec["family"] != "mt5":
+                    continue
+                if not os.path.exists(arguments.tf_python):
+                    print(f"  skip hf-tf-xla: no python at {arguments.tf_python} (see --help)")
+                    continue
+                python = arguments.tf_python
+            if engine.startswith("ct2"):
+                python = ct2_python
+                check = subprocess.run([python, "-c", "import ctranslate2"], capture_output=True)
+                if check.returncode:
+                    print(f"  skip {engine}: ctranslate2 is not importable by {python}")
+                    continue
+                ct2_dir = os.path.join(tempfile.gettempdir(), f"tfmodels_bench_ct2_{name}")
+                if not os.path.exists(os.path.join(ct2_dir, "model.bin")):
+                    print(f"  converting {spec['label']} for CTranslate2 ...", flush=True)
+                    converted = _spawn(python, "ct2-convert", name, [], 1, ["--ct2-dir", ct2_dir])
+                    if "error" in converted:
+                        print(f"  skip ct2: conversion failed: {converted['error']}")
+                        continue
+                extra = ["--ct2-dir", ct2_dir]
+            print(f"  running {engine} ...", flush=True)
+            rows[engine] = _spawn(python, engine, name, settings, repeats, extra)
+            if "error" in rows[engine]:
+                print(f"    failed: {rows[engine]['error']}")
+        report[name] = {"ceiling": ceiling, "engines": rows}
+        _print_table(spec["label"], settings, ceiling, rows)
+    if arguments.json:
+        with open(arguments.json, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2)
+
+
+def _print_table(label, settings, ceiling, rows):
+    columns = [f"b{batch} {'greedy' if beams == 1 else f'beam{beams}'}" for batch, beams in settings]
+    keys = [f"{batch}x{beams}" for batch, beams in settings]
+    print(f"\n{label}: tokens/s (batch x {NEW_TOKENS} new tokens / best call)")
+    print(f"  {'engine':<16}" + "".join(f"{c:>14}" for c in columns) + f"{'compile s':>11}{'peak RSS MB':>13}")
+    speeds = {}
+    for engine, row in rows.items():
+        if "error" in row:
+            continue
+        speeds[engine] = {}
+        cells = []
+        for batch_beams, key in zip(settings, keys):
+            timing = row["results"].get(key)
+            tokens = batch_beams[0] * NEW_TOKENS / timing["best"] if timing else float("nan")
+            speeds[engine][key] = tokens
+            cells.append(f"{tokens:>14.1f}")
+        compile_s = max(t["first"] - t["best"] for t in row["results"].values())
+        print(f"  {engine:<16}" + "".join(cells) + f"{compile_s:>11.1f}{row['peak_rss_mb']:>13.0f}")
+    if "error" not in ceiling:
+        print(f"  bandwidth ceiling: {ceiling['gb_per_s']:.1f} GB/s over "
+              f"{ceiling['parameters'] * 4 / 1e6:.0f} MB (decoder + LM head) -> "
+              f"{ceiling['ceiling_tokens_per_s']:.1f} tokens/s for batch-1 greedy")
+    ours = speeds.get("tfmodels")
+    if not ours:
+        return
+    fp32_peers = [e for e in speeds if e in ("torch", "hf-tf-xla", "ct2-fp32")]
+    print("  ratios (tfmodels / engine):")
+    for engine in [e for e in speeds if e != "tfmodels"]:
+        print(f"    vs {engine:<14}" + "".join(f"{ours[k] / speeds[engine][k]:>14.2f}" for k in keys))
+    if fp32_peers:
+        print(f"    vs best fp32   " + "".join(
+            f"{ours[k] / max(speeds[e][k] for e in fp32_peers):>14.2f}" for k in keys))
+    if "error" not in ceiling and "1x1" in ours:
+        print(f"  batch-1 greedy at {100 * ours['1x1'] / ceiling['ceiling_tokens_per_s']:.0f}% "
+              "of the bandwidth ceiling")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
