@@ -138,43 +138,31 @@ class ServingModule(tf.Module):
             blocks[key] = build()
         return blocks[key]
 
-    def _encode_sources(self, texts, src_lang):
-        codec = self._parts.codec
+    def _text_function(self, key, method):
+        """`method(texts[, codes])` of the codec as one shared tf.function (the language
+        codes argument exists for M2M100 only)."""
+        uses_languages = self.uses_languages
 
         def build():
-            if codec.uses_languages:
-                return tf.function(
-                    codec.encode_sources,
-                    input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.string)],
-                    autograph=False,
-                )
-            return tf.function(
-                lambda texts: codec.encode_sources(texts),
-                input_signature=[tf.TensorSpec([None], tf.string)],
-                autograph=False,
-            )
+            specs = [tf.TensorSpec([None], tf.string)]
+            if uses_languages:
+                specs.append(tf.TensorSpec([None], tf.string))
+                return tf.function(method, input_signature=specs, autograph=False)
 
-        function = self._block("encode_sources", build)
-        return function(texts, src_lang) if codec.uses_languages else function(texts)
+            def without_languages(texts):
+                return method(texts)
+
+            return tf.function(without_languages, input_signature=specs, autograph=False)
+
+        return self._block(key, build)
+
+    def _encode_sources(self, texts, src_lang):
+        function = self._text_function("encode_sources", self._parts.codec.encode_sources)
+        return function(texts, src_lang) if self.uses_languages else function(texts)
 
     def _encode_targets(self, texts, tgt_lang):
-        codec = self._parts.codec
-
-        def build():
-            if codec.uses_languages:
-                return tf.function(
-                    codec.encode_targets,
-                    input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.string)],
-                    autograph=False,
-                )
-            return tf.function(
-                lambda texts: codec.encode_targets(texts),
-                input_signature=[tf.TensorSpec([None], tf.string)],
-                autograph=False,
-            )
-
-        function = self._block("encode_targets", build)
-        return function(texts, tgt_lang) if codec.uses_languages else function(texts)
+        function = self._text_function("encode_targets", self._parts.codec.encode_targets)
+        return function(texts, tgt_lang) if self.uses_languages else function(texts)
 
     def _decode(self, ids):
         function = self._block(
@@ -192,11 +180,11 @@ class ServingModule(tf.Module):
         model = self._parts.model
         greedy = search.plan.num_beams == 1
 
-        def core(input_ids, attention_mask, is_active, forced_bos_token_id, *knobs):
+        def generate_ids(input_ids, attention_mask, is_active, forced_bos_token_id, *knobs):
             sequences, scores, lengths = search.run(
                 input_ids, attention_mask, is_active, forced_bos_token_id, knobs
             )
-            if greedy:
+            if greedy:  # greedy search has no sequence scores: rescore the output
                 scores = model_graph.generated_log_likelihood(
                     model, input_ids, attention_mask, sequences, lengths
                 )
@@ -204,7 +192,7 @@ class ServingModule(tf.Module):
 
         def build():
             return tf.function(
-                core,
+                generate_ids,
                 input_signature=[
                     tf.TensorSpec([None, None], tf.int32),
                     tf.TensorSpec([None, None], tf.int32),
@@ -218,31 +206,29 @@ class ServingModule(tf.Module):
         # Searches with the same plan share one function.
         return self._block(("search", id(search), xla), build), search
 
-    def _score_block(self, xla):
+    def _model_function(self, name, compute, num_inputs, xla):
+        """`compute(model, *int32 [batch, length] tensors)` as one shared tf.function."""
         model = self._parts.model
-        return self._block(
-            ("score", xla),
-            lambda: tf.function(
-                lambda ids, mask, labels, labels_mask: model_graph.target_log_likelihood(
-                    model, ids, mask, labels, labels_mask
-                ),
-                input_signature=[tf.TensorSpec([None, None], tf.int32)] * 4,
+
+        def build():
+            def run(*tensors):
+                return compute(model, *tensors)
+
+            run.__name__ = name + ("_xla" if xla else "")  # its name in the function library
+            return tf.function(
+                run,
+                input_signature=[tf.TensorSpec([None, None], tf.int32)] * num_inputs,
                 jit_compile=xla,
                 autograph=False,
-            ),
-        )
+            )
+
+        return self._block((name, xla), build)
+
+    def _score_block(self, xla):
+        return self._model_function("target_log_likelihood", model_graph.target_log_likelihood, 4, xla)
 
     def _encode_block(self, xla):
-        model = self._parts.model
-        return self._block(
-            ("encode", xla),
-            lambda: tf.function(
-                lambda ids, mask: model_graph.mean_pooled_encoding(model, ids, mask),
-                input_signature=[tf.TensorSpec([None, None], tf.int32)] * 2,
-                jit_compile=xla,
-                autograph=False,
-            ),
-        )
+        return self._model_function("mean_pooled_encoding", model_graph.mean_pooled_encoding, 2, xla)
 
     # -- shared request handling ----------------------------------------------------------
     def _languages(self, inputs, batch_size, *names):

@@ -9,6 +9,7 @@ import tensorflow as tf
 from tfmodels.tokenizers import hf_tokenizer_files as hf_files
 from tfmodels.tokenizers import sentencepiece_model
 from tfmodels.tokenizers import text_graph_ops as ops
+from tfmodels.tokenizers.graph_sentencepiece import GraphSentencepiece
 from tfmodels.tokenizers.m2m100_language_codes import M2M100_LANGUAGE_CODES
 from tfmodels.tokenizers.sentencepiece_tokenizer_base import SentencePieceTokenizerBase
 
@@ -150,7 +151,6 @@ class M2M100Tokenizer(SentencePieceTokenizerBase):
             raise ValueError("M2M100Tokenizer needs `vocabulary` (vocab.json or a dict) with `proto`.")
         self._proto = sentencepiece_model.read_proto(proto)
         model = sentencepiece_model.parse_proto(self._proto)
-        sp = sentencepiece_model.processor(self._proto)
         if isinstance(vocabulary, (str, os.PathLike)):
             vocabulary = hf_files.read_json(vocabulary)
         self._encoder = {str(k): int(v) for k, v in vocabulary.items()}
@@ -207,7 +207,7 @@ class M2M100Tokenizer(SentencePieceTokenizerBase):
             default_value=self._encoder[unk],
         )
         # tf-text's regular op (its fast op does not implement BPE).
-        self._sentencepiece = sentencepiece_model.GraphSentencepiece(
+        self._sentencepiece = GraphSentencepiece(
             self._proto,
             out_type=tf.string,
             nbest_size=self.nbest_size if self.sampling_enabled else 0,
@@ -228,6 +228,7 @@ class M2M100Tokenizer(SentencePieceTokenizerBase):
             + [i + 1 for i in resolved.added_tokens]
         )
         special = set(resolved.all_special_tokens)
+        kind_of_piece = sentencepiece_model.piece_kinds(model)
         token_strings, kinds, piece_kinds, skips = [], [], [], []
         for index in list(range(table_size)) + [None]:
             if index is not None and index in resolved.added_tokens:
@@ -242,9 +243,8 @@ class M2M100Tokenizer(SentencePieceTokenizerBase):
                 kind = ops.TOKEN_PIECE
             token_strings.append(token)
             kinds.append(kind)
-            piece_kinds.append(
-                sentencepiece_model.piece_kind(sp, token) if kind == ops.TOKEN_PIECE else ops.PIECE_VERBATIM
-            )
+            piece_kinds.append(kind_of_piece.get(token, ops.PIECE_VERBATIM) if kind == ops.TOKEN_PIECE
+                               else ops.PIECE_VERBATIM)
             skips.append((index in resolved.special_ids) or token in special)
         self._token_strings_py = token_strings[:-1]
         self._set_decoding_tables(

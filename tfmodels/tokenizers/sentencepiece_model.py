@@ -1,8 +1,8 @@
-"""Load-time helpers around a SentencePiece model proto, and the graph ops.
+"""Load-time helpers around a SentencePiece model proto (Python only).
 
-Python `sentencepiece` is used here only while loading (reading pieces,
-normalizing single characters, building a derived proto); tokenization runs
-with tensorflow-text ops.
+Python `sentencepiece` is used here only while loading: reading pieces,
+normalizing single characters, building derived protos. Tokenization runs
+with tensorflow-text ops (`GraphSentencepiece`, `ExactUnigramEncoder`).
 """
 
 import functools
@@ -12,8 +12,6 @@ import tempfile
 import unicodedata
 
 import sentencepiece
-import tensorflow as tf
-import tensorflow_text as tf_text
 from sentencepiece import sentencepiece_model_pb2
 
 from tfmodels.tokenizers import text_graph_ops as ops
@@ -31,7 +29,9 @@ def read_proto(proto):
     raise TypeError(f"proto must be bytes or a path to a SentencePiece model, got {type(proto).__name__}.")
 
 
+@functools.lru_cache(maxsize=8)
 def parse_proto(proto_bytes):
+    """Parsed (and checked) model proto. Cached: callers must not modify it."""
     model = sentencepiece_model_pb2.ModelProto.FromString(proto_bytes)
     if model.trainer_spec.byte_fallback or any(p.type == _PIECE.BYTE for p in model.pieces):
         raise NotImplementedError("SentencePiece models with byte fallback are not supported.")
@@ -47,42 +47,32 @@ def without_dummy_prefix(proto_bytes):
     return model.SerializeToString()
 
 
+@functools.lru_cache(maxsize=8)
 def processor(proto_bytes):
+    """A Python `SentencePieceProcessor` (load time only; cached)."""
     return sentencepiece.SentencePieceProcessor(model_proto=proto_bytes)
 
 
-def piece_kind(sp, text):
-    """How `SentencePieceProcessor.Decode` treats the piece string `text`."""
-    piece_id = sp.piece_to_id(text)
-    if sp.id_to_piece(piece_id) != text:
-        return ops.PIECE_VERBATIM
-    if sp.is_control(piece_id):
-        return ops.PIECE_CONTROL
-    if sp.is_unknown(piece_id):
-        return ops.PIECE_UNKNOWN
-    return ops.PIECE_NORMAL
+def piece_kinds(model):
+    """Dict piece -> how `SentencePieceProcessor.Decode` treats it.
+
+    Strings that are not pieces decode verbatim (`PIECE_VERBATIM`).
+    """
+    kinds = {}
+    for piece in model.pieces:
+        if piece.type == _PIECE.CONTROL:
+            kinds[piece.piece] = ops.PIECE_CONTROL
+        elif piece.type == _PIECE.UNKNOWN:
+            kinds[piece.piece] = ops.PIECE_UNKNOWN
+        else:
+            kinds[piece.piece] = ops.PIECE_NORMAL
+    return kinds
 
 
 # --------------------------------------------------------------------------
-# Exact unigram encoding with tensorflow-text's fast op.
-#
-# Python SentencePiece (>= 0.2, what transformers uses) finds the best
-# segmentation with `EncodeOptimized`: float32 path scores, the earliest start
-# winning exact ties. `tensorflow_text.FastSentencepieceTokenizer` runs the
-# same search with the same arithmetic, except that (a) it charges the
-# unknown-character penalty once per *byte* instead of once per character, and
-# (b) with `add_dummy_prefix=False` it keeps a leading "▁" for leading
-# whitespace. Either changes running path scores, and near-ties further on
-# (e.g. "555" as "5"+"55" vs "55"+"5") can then resolve differently. The
-# regular tf-text op uses an older search whose near-ties also differ.
-#
-# The tokenizer therefore sends text through the fast op only in a form for
-# which both agree: text made of "inert" characters (known single-character
-# pieces that normalization leaves alone and that never compose with the
-# character before them) goes as is; any other text is first
-# normalized (the regular op's pieces, joined, are the normalized text), each
-# unknown character is replaced by one 0xFF byte (unknown, one byte), and the
-# result is encoded by a copy of the model whose normalizer does nothing.
+# Helpers of `ExactUnigramEncoder` (see its docstring): which text the fast
+# tf-text op encodes exactly as Python SentencePiece does, and a model copy
+# whose normalization map changes nothing.
 # --------------------------------------------------------------------------
 
 _BUILTIN_NORMALIZERS = ("nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf", "identity")
@@ -94,15 +84,16 @@ def _all_code_points():
 
 
 def _may_normalize(char):
-    """Characters a built-in normalizer might change (NFKC, controls, spaces)."""
+    """Characters a built-in normalizer might change (NFKC, controls, spaces).
+
+    A character without a decomposition mapping is its own NFKC form, so
+    only those with one, plus control/format/space characters, can change.
+    """
     category = unicodedata.category(char)
     if category in ("Cn", "Co"):  # unassigned / private use: never mapped
         return False
-    return (
-        char.isspace()
-        or category[0] in "CZ"
-        or char in "\ufffd\u2581"
-        or unicodedata.normalize("NFKC", char) != char
+    return bool(
+        unicodedata.decomposition(char) or char.isspace() or category[0] in "CZ" or char in "\ufffd\u2581"
     )
 
 
@@ -115,16 +106,19 @@ def _normalization_candidates():
 def _combining_chars():
     """Characters that can join the character before them in normalization.
 
-    Those that appear after the first position of a canonical decomposition
-    (combining marks, Indic vowel-sign parts, Hangul vowel/final jamo): NFC
-    composes such a character with its predecessor ("e" + U+0301 -> "é").
-    Text without them cannot change by composition.
+    Those after the first position of a canonical decomposition (combining
+    marks, Indic vowel-sign parts) and Hangul vowel/final jamo: NFC composes
+    such a character with its predecessor ("e" + U+0301 -> "é"). Text
+    without them cannot change by composition.
     """
     chars = set()
     for code in _all_code_points():
-        decomposed = unicodedata.normalize("NFD", chr(code))
-        chars.update(decomposed[1:])
-    chars.update(chr(c) for c in _all_code_points() if unicodedata.combining(chr(c)))
+        char = chr(code)
+        mapping = unicodedata.decomposition(char)
+        if mapping and not mapping.startswith("<"):  # canonical
+            chars.update(chr(int(part, 16)) for part in mapping.split()[1:])
+        if unicodedata.combining(char):
+            chars.add(char)
     for low, high in ((0x1160, 0x11FF), (0xD7B0, 0xD7FF)):  # Hangul vowel/final jamo
         chars.update(chr(c) for c in range(low, high + 1))
     return frozenset(chars)
@@ -143,12 +137,9 @@ def fast_encoding_patterns(proto_bytes):
     spec = model.normalizer_spec
     if spec.name in _BUILTIN_NORMALIZERS and not spec.normalization_rule_tsv:
         candidates = _normalization_candidates()
-        normalizer = processor(without_dummy_prefix(proto_bytes))
-        changed = {
-            char
-            for char, text in zip(candidates, normalizer.normalize(["@" + c + "@" for c in candidates]))
-            if text[1:-1] != char
-        }
+        normalized = processor(proto_bytes).normalize(["@" + c + "@" for c in candidates])
+        prefix = ops.META_SPACE if spec.add_dummy_prefix else ""
+        changed = {char for char, text in zip(candidates, normalized) if text != prefix + "@" + char + "@"}
         inert = {c for c in known if c not in changed and c not in _combining_chars() and not c.isspace()}
         inert.discard(ops.META_SPACE)
     else:
@@ -206,73 +197,3 @@ def fast_tokenizer_is_exact(proto_bytes):
     if model.trainer_spec.model_type != sentencepiece_model_pb2.TrainerSpec.UNIGRAM:
         return False
     return not any(p.type in (_PIECE.USER_DEFINED, _PIECE.UNUSED) for p in model.pieces)
-
-
-class GraphSentencepiece:
-    """tensorflow-text's `SentencepieceTokenizer`, created inside each graph.
-
-    The tf-text op keeps the loaded model in a kernel-owned resource. Created
-    eagerly, that resource disappears whenever the eager kernel cache is
-    cleared, e.g. by `tf.random.set_seed` or `keras.utils.set_random_seed`
-    ("Resource ... SentencepieceResource does not exist"). Building the op
-    inside the graph that uses it (a `tf.function`, a `tf.data` map, an
-    exported SavedModel function) ties the resource to that graph instead,
-    and needs no resource tracking for export. Eager calls go through one
-    internal `tf.function`.
-
-    A plain Python object on purpose: Keras/`tf.Module` attribute tracking
-    ignores it, so the internal function is not exported with the layer.
-    """
-
-    def __init__(self, proto_bytes, out_type, nbest_size=0, alpha=1.0):
-        self._proto = proto_bytes
-        self._out_type = out_type
-        self._nbest_size = nbest_size
-        self._alpha = alpha
-        self._eager_fn = tf.function(
-            self._tokenize_in_graph, input_signature=[tf.TensorSpec([None], tf.string)], autograph=False
-        )
-
-    def _tokenize_in_graph(self, texts):
-        tokenizer = tf_text.SentencepieceTokenizer(
-            self._proto, out_type=self._out_type, nbest_size=self._nbest_size, alpha=self._alpha
-        )
-        return tokenizer.tokenize(texts)
-
-    def tokenize(self, texts):
-        """[n] strings -> ragged [n, (pieces)]."""
-        if tf.executing_eagerly():
-            return self._eager_fn(texts)
-        return self._tokenize_in_graph(texts)
-
-
-class ExactUnigramEncoder:
-    """Unigram ids identical to Python SentencePiece, from tf-text ops.
-
-    See the comment block above `fast_encoding_patterns`. Also a plain
-    Python object (not tracked); the fast op keeps its model in a constant.
-    """
-
-    def __init__(self, proto_bytes):
-        model = parse_proto(proto_bytes)
-        self._adds_dummy_prefix = model.normalizer_spec.add_dummy_prefix
-        self._inert_text, self._unknown_char = fast_encoding_patterns(proto_bytes)
-        self._normalizer = GraphSentencepiece(proto_bytes, out_type=tf.string)
-        self._fast = tf_text.FastSentencepieceTokenizer(without_normalization(proto_bytes))
-
-    def tokenize(self, texts):
-        """[n] strings -> ragged [n, (ids)] (SentencePiece ids)."""
-        inert = tf.strings.regex_full_match(texts, self._inert_text)
-        positions = tf.range(tf.size(texts))
-        other = tf.boolean_mask(positions, tf.logical_not(inert))
-        # The regular op's pieces spell the normalized text (with "▁").
-        normalized = tf.strings.reduce_join(self._normalizer.tokenize(tf.gather(texts, other)), axis=-1)
-        normalized = tf.strings.regex_replace(normalized, ops.META_SPACE, " ")
-        if self._adds_dummy_prefix:
-            normalized = tf.strings.regex_replace(normalized, "^ ", "")
-        normalized = tf.strings.regex_replace(normalized, self._unknown_char, UNKNOWN_BYTE)
-        prepared = tf.dynamic_stitch(
-            [tf.boolean_mask(positions, inert), other], [tf.boolean_mask(texts, inert), normalized]
-        )
-        prepared = tf.reshape(prepared, tf.shape(texts))
-        return self._fast.tokenize(prepared)

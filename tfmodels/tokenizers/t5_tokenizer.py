@@ -8,6 +8,8 @@ import tensorflow as tf
 from tfmodels.tokenizers import hf_tokenizer_files as hf_files
 from tfmodels.tokenizers import sentencepiece_model
 from tfmodels.tokenizers import text_graph_ops as ops
+from tfmodels.tokenizers.exact_unigram_encoder import ExactUnigramEncoder
+from tfmodels.tokenizers.graph_sentencepiece import GraphSentencepiece
 from tfmodels.tokenizers.sentencepiece_tokenizer_base import SentencePieceTokenizerBase
 
 SPIECE_FILE = "spiece.model"
@@ -139,8 +141,8 @@ class T5Tokenizer(SentencePieceTokenizerBase):
         encode_proto = self._proto if self._legacy_mode else sentencepiece_model.without_dummy_prefix(self._proto)
         model = sentencepiece_model.parse_proto(encode_proto)
         sp = sentencepiece_model.processor(encode_proto)
-        self._sp_vocab_size = sp.get_piece_size()
-        base_tokens = [sp.id_to_piece(i) for i in range(self._sp_vocab_size)]
+        base_tokens = [piece.piece for piece in model.pieces]
+        self._sp_vocab_size = len(base_tokens)
         self._convert_token_to_id = sp.piece_to_id
 
         # Sentinels, as the reference's constructor registers them.
@@ -206,9 +208,9 @@ class T5Tokenizer(SentencePieceTokenizerBase):
         # sampling and models the fast op cannot reproduce.
         self._use_fast_op = not self.sampling_enabled and sentencepiece_model.fast_tokenizer_is_exact(encode_proto)
         if self._use_fast_op:
-            self._sentencepiece = sentencepiece_model.ExactUnigramEncoder(encode_proto)
+            self._sentencepiece = ExactUnigramEncoder(encode_proto)
         else:
-            self._sentencepiece = sentencepiece_model.GraphSentencepiece(
+            self._sentencepiece = GraphSentencepiece(
                 encode_proto, out_type=tf.int32, nbest_size=self.nbest_size, alpha=self.alpha
             )
         if not self._legacy_mode:
@@ -218,6 +220,7 @@ class T5Tokenizer(SentencePieceTokenizerBase):
 
         # Decoding tables, one row per id.
         table_size = max([self._sp_vocab_size] + [i + 1 for i in resolved.added_tokens])
+        kind_of_piece = sentencepiece_model.piece_kinds(model)
         token_strings, kinds, piece_kinds, stripped_kinds, skips = [], [], [], [], []
         special = set(resolved.all_special_tokens)
         for index in range(table_size):
@@ -238,9 +241,9 @@ class T5Tokenizer(SentencePieceTokenizerBase):
             token_strings.append(token or "")
             kinds.append(kind)
             if kind == ops.TOKEN_PIECE:
-                piece_kinds.append(sentencepiece_model.piece_kind(sp, token))
+                piece_kinds.append(kind_of_piece.get(token, ops.PIECE_VERBATIM))
                 stripped = token[1:] if token.startswith(ops.META_SPACE) else token
-                stripped_kinds.append(sentencepiece_model.piece_kind(sp, stripped))
+                stripped_kinds.append(kind_of_piece.get(stripped, ops.PIECE_VERBATIM))
             else:
                 piece_kinds.append(ops.PIECE_VERBATIM)
                 stripped_kinds.append(ops.PIECE_VERBATIM)
