@@ -43,9 +43,10 @@ def add_export_arguments(parser):
     xla.add_argument("--xla", action="store_true", help="also export *_xla signatures")
     xla.add_argument("--max-batch-size", type=int, default=32,
                      help="largest batch an *_xla signature accepts (default 32)")
-    xla.add_argument("--xla-warmup", choices=("smallest", "all"), default="smallest",
-                     help="warm up the *_xla signatures at the smallest shape bucket (default) "
-                     "or at every batch x length bucket")
+    xla.add_argument("--xla-warmup", default="smallest",
+                     help="shapes the warm-up compiles per *_xla signature: 'smallest' (default: "
+                     "batch 1, shortest bucket), 'all' (every batch x length bucket), or typical "
+                     "request shapes 'BATCHxLENGTH,...' such as '4x32,16x64'")
     output = parser.add_argument_group("output")
     output.add_argument("--no-warmup", action="store_true",
                         help="do not write assets.extra/tf_serving_warmup_requests")

@@ -54,9 +54,11 @@ class ExportSettings:
         max_batch_size: the largest batch an `*_xla` signature accepts (its batch is
             padded to a power-of-two bucket up to this size).
         warmup: write `assets.extra/tf_serving_warmup_requests`.
-        xla_warmup: `"smallest"` (one warm-up request per `*_xla` signature, at the
-            smallest shape bucket) or `"all"` (every batch x length bucket: compiles
-            everything before serving, slow to load).
+        xla_warmup: which shape buckets the warm-up file compiles for each `*_xla`
+            signature: `"smallest"` (batch 1 x the smallest length bucket), `"all"` (every
+            batch x length bucket: everything compiled before serving, slow to load), or
+            a list of typical request shapes `"BATCHxLENGTH,..."` (e.g. `"4x32,16x64"`;
+            each is rounded up to its buckets).
         model_name: name used in `models.config` and the README commands.
         version: numeric version folder; None = one above the highest existing one.
 
@@ -107,8 +109,7 @@ class ExportSettings:
             raise ValueError(f"early_stopping must be True, False or 'never', got {self.early_stopping!r}")
         if self.repetition_penalty is not None and not float(self.repetition_penalty) > 0.0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty!r}")
-        if self.xla_warmup not in ("smallest", "all"):
-            raise ValueError(f"xla_warmup must be 'smallest' or 'all', got {self.xla_warmup!r}")
+        self.xla_warmup_buckets()  # raises on a malformed value
         if (
             self.max_new_tokens is not None
             and self.max_new_tokens_limit is not None
@@ -185,6 +186,33 @@ class ExportSettings:
     @property
     def target_buckets(self) -> Tuple[int, ...]:
         return power_of_two_buckets(min(MIN_XLA_LENGTH_BUCKET, self.max_target_length), self.max_target_length)
+
+    def xla_warmup_buckets(self):
+        """`[(batch bucket, length bucket)]` the warm-up file compiles per `*_xla` signature."""
+        if self.xla_warmup == "smallest":
+            return [(self.batch_buckets[0], self.source_buckets[0])]
+        if self.xla_warmup == "all":
+            return [(batch, length) for length in self.source_buckets for batch in self.batch_buckets]
+        shapes = []
+        for item in str(self.xla_warmup).split(","):
+            parts = item.strip().lower().split("x")
+            if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+                raise ValueError(
+                    f"xla_warmup must be 'smallest', 'all' or shapes like '4x32,16x64'; got {self.xla_warmup!r}"
+                )
+            batch, length = (int(part) for part in parts)
+            if not (1 <= batch <= self.max_batch_size and 1 <= length <= self.max_source_length):
+                raise ValueError(
+                    f"xla_warmup shape {item.strip()!r} is outside max_batch_size={self.max_batch_size} "
+                    f"x max_source_length={self.max_source_length}"
+                )
+            bucket = (
+                next(size for size in self.batch_buckets if size >= batch),
+                next(size for size in self.source_buckets if size >= length),
+            )
+            if bucket not in shapes:
+                shapes.append(bucket)
+        return shapes
 
     def describe(self):
         """One line per setting, for logs and the export summary."""

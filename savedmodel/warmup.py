@@ -83,23 +83,27 @@ def example_inputs(signature_name, codec, settings, batch_size=1, text=WARMUP_TE
 
 def warmup_plan(signature_names, codec, settings):
     """`[(signature_name, inputs)]`: one batch-1 request per signature and, for the `*_xla`
-    signatures with `xla_warmup="all"`, one request per (batch bucket, length bucket)."""
+    signatures, one request per shape bucket of `settings.xla_warmup_buckets()` (an XLA
+    program is compiled per bucket; `score_xla` is warmed up with short targets)."""
+    src_lang = WARMUP_SOURCE_LANGUAGE if codec.uses_languages else None
+    texts = {}  # length bucket -> a text whose tokenization falls into it
+    previous = 0
+    for length_bucket in settings.source_buckets:
+        texts[length_bucket] = (previous + 1, length_bucket)
+        previous = length_bucket
     plan = []
     for name in signature_names:
-        if not name.endswith("_xla") or settings.xla_warmup == "smallest":
+        if not name.endswith("_xla"):
             plan.append((name, example_inputs(name, codec, settings)))
             continue
-        src_lang = WARMUP_SOURCE_LANGUAGE if codec.uses_languages else None
-        previous = 0
-        for length_bucket in settings.source_buckets:
-            text = text_of_length(codec, previous + 1, src_lang)
-            previous = length_bucket
-            for batch_bucket in settings.batch_buckets:
-                plan.append((name, example_inputs(name, codec, settings, batch_bucket, text)))
+        for batch_bucket, length_bucket in settings.xla_warmup_buckets():
+            shortest, _ = texts[length_bucket]
+            text = WARMUP_TEXT if shortest == 1 else text_of_length(codec, shortest, src_lang)
+            plan.append((name, example_inputs(name, codec, settings, batch_bucket, text)))
     if len(plan) > MAX_WARMUP_RECORDS:
         raise ValueError(
             f"{len(plan)} warm-up requests; TF Serving reads at most {MAX_WARMUP_RECORDS}. "
-            "Use xla_warmup='smallest' or fewer buckets."
+            "Warm up fewer XLA shapes (xla_warmup)."
         )
     return plan
 

@@ -547,6 +547,13 @@ def test_export_settings_validation():
         ExportSettings(num_beams=0)
     with pytest.raises(ValueError, match="early_stopping"):
         ExportSettings(early_stopping="sometimes")
+    settings = ExportSettings(max_batch_size=8, max_source_length=64, xla_warmup="3x20,1x1,4x17")
+    assert settings.xla_warmup_buckets() == [(4, 32), (1, 16)]
+    assert len(ExportSettings(max_batch_size=8, max_source_length=64, xla_warmup="all").xla_warmup_buckets()) == 4 * 3
+    with pytest.raises(ValueError, match="outside max_batch_size"):
+        ExportSettings(max_batch_size=8, xla_warmup="9x16")
+    with pytest.raises(ValueError, match="shapes like"):
+        ExportSettings(xla_warmup="some")
 
 
 def test_next_version(tmp_path):

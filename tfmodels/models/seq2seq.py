@@ -93,6 +93,7 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
     config_class = None
     has_decoder = True
     has_lm_head = False
+    hf_prefix = ""  # module prefix of the reference's backbone ("model." for M2M100 LMs)
 
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
@@ -152,8 +153,18 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         raise NotImplementedError
 
     def hf_weight_aliases(self):
-        """`{hf_name: [other names the same tensor may be saved under]}` for tied weights."""
-        return {}
+        """`{hf_name: [other names the same tensor may be saved under]}` for tied weights.
+
+        Both families tie the encoder's and decoder's token embeddings to the shared
+        matrix (and a tied LM head to it too); checkpoints list any subset of those names.
+        """
+        prefix = self.hf_prefix
+        aliases = [prefix + "encoder.embed_tokens.weight"]
+        if self.decoder is not None:
+            aliases.append(prefix + "decoder.embed_tokens.weight")
+        if self.has_lm_head and self.tie_word_embeddings:
+            aliases.append("lm_head.weight")
+        return {prefix + "shared.weight": aliases}
 
     def create_family_layers(self):
         """Creates family-specific sublayers (called before the model is built)."""
@@ -460,7 +471,7 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         checkpoint, a bare model that of an LM checkpoint (and the other way round, where
         the family prefixes its backbone with `model.`). Only the parts this class does not
         have are dropped; everything else stays subject to the strict check."""
-        prefix = getattr(self, "hf_prefix", "")
+        prefix = self.hf_prefix
         names = list(tensors)
         if prefix and not any(name.startswith(prefix) for name in names):
             tensors = {

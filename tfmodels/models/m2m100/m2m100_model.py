@@ -28,7 +28,6 @@ class M2M100Family(Seq2SeqModelBase):
     """What M2M100 adds to the shared core; the public classes below pick the heads."""
 
     config_class = M2M100Config
-    hf_prefix = ""
 
     def create_family_layers(self):
         config = self.config
@@ -77,15 +76,6 @@ class M2M100Family(Seq2SeqModelBase):
             token_ids, self.config.pad_token_id, past_length
         )
         return token_vectors + self.position_embedding(position_ids)
-
-    def hf_weight_aliases(self):
-        shared = self.hf_prefix + "shared.weight"
-        aliases = [self.hf_prefix + "encoder.embed_tokens.weight"]
-        if self.decoder is not None:
-            aliases.append(self.hf_prefix + "decoder.embed_tokens.weight")
-        if self.has_lm_head and self.tie_word_embeddings:
-            aliases.append("lm_head.weight")
-        return {shared: aliases}
 
     def hf_module_name(self, role, stack=None, index=None):
         if role == "shared":

@@ -13,7 +13,6 @@ class MT5Family(Seq2SeqModelBase):
     """What mT5 adds to the shared core; the public classes below pick the heads."""
 
     config_class = MT5Config
-    hf_prefix = ""
 
     def stack_kwargs(self, is_decoder):
         config = self.config
@@ -50,16 +49,6 @@ class MT5Family(Seq2SeqModelBase):
     def lm_head_input_scale(self):
         # With a tied head T5 rescales the decoder output by 1/sqrt(d_model).
         return self.config.d_model**-0.5
-
-    def hf_weight_aliases(self):
-        shared = self.hf_prefix + "shared.weight"
-        aliases = [self.hf_prefix + "encoder.embed_tokens.weight"]
-        if self.decoder is not None:
-            aliases.append(self.hf_prefix + "decoder.embed_tokens.weight")
-        if self.has_lm_head and self.tie_word_embeddings:
-            # A tied head is the shared matrix; state dicts and .bin files list it too.
-            aliases.append("lm_head.weight")
-        return {shared: aliases}
 
     def hf_module_name(self, role, stack=None, index=None):
         if role in ("shared", "lm_head"):
