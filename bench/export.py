@@ -19,7 +19,7 @@ import os
 import sys
 
 # Run as `python bench/export.py`, this folder is sys.path[0]; a sibling benchmark named like
-# a standard module (bench/tokenize.py) would shadow it, so look modules up without it.
+# a standard module (a script named like a stdlib module) would shadow it, so look modules up without it.
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != BENCH_DIR]
 

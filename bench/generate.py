@@ -30,7 +30,7 @@ compile time and peak RSS of every engine process.
 import os
 import sys
 
-# Scripts in bench/ would shadow the standard library (bench/tokenize.py hides `tokenize`,
+# Scripts in bench/ would shadow the standard library (e.g. a script named like a stdlib module,
 # which tracebacks and tf.function need): keep bench/ itself off the import path.
 _BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != _BENCH_DIR]

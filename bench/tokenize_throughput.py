@@ -16,7 +16,7 @@ of each batch, and reports lines per second for:
 
 Usage (from the repository root):
 
-    python bench/tokenize.py [--lines 8192] [--threads 0]
+    python bench/tokenize_throughput.py [--lines 8192] [--threads 0]
 
 `--threads` sets TensorFlow's inter/intra-op threads (0 = TF default).
 """
