@@ -237,6 +237,28 @@ def test_output_length_is_the_longest_row(models, golden):
     assert (out[:, 0] == 0).all()  # decoder start token first
 
 
+# ------------------------------------------------------------------- vocabulary restriction
+@pytest.mark.parametrize("family,jit_compile", [("mt5", True), ("m2m100", False)])
+def test_output_vocabulary_restriction(models, golden, family, jit_compile):
+    """`output_token_ids`: restricted to the tokens unrestricted greedy decoding produces,
+    greedy decoding is unchanged (untied and tied LM heads); without one of them, that
+    token never appears and only allowed ids (plus EOS / pad) do."""
+    model = models[family]
+    input_ids, attention_mask = _inputs(golden, family)
+    full = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=12).numpy()
+    produced = np.unique(full[:, 1:])
+    same = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=12,
+                          output_token_ids=produced, jit_compile=jit_compile).numpy()
+    np.testing.assert_array_equal(same, full)
+    eos, pad = support.FAMILIES[family][2], support.FAMILIES[family][3]
+    common = max((t for t in produced if t not in (eos, pad)), key=lambda t: (full == t).sum())
+    allowed = [t for t in produced if t != common] + list(range(20, 40))
+    restricted = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=12,
+                                output_token_ids=allowed, jit_compile=jit_compile).numpy()
+    assert common not in restricted[:, 1:]
+    assert set(restricted[:, 1:].ravel()) <= set(allowed) | {eos, pad}
+
+
 # ------------------------------------------------------------------------------- bad inputs
 @pytest.mark.parametrize(
     "arguments,error,message",
@@ -264,6 +286,8 @@ def test_output_length_is_the_longest_row(models, golden):
         (dict(input_ids=[[5, 1]], num_beam_groups=2), ValueError, "not supported"),
         (dict(input_ids=None), ValueError, "input_ids"),
         (dict(input_ids=[[5, 1]], seed=[1, 2, 3], do_sample=True), ValueError, "seed"),
+        (dict(input_ids=[[5, 1]], output_token_ids=[]), ValueError, "output_token_ids"),
+        (dict(input_ids=[[5, 1]], output_token_ids=[3, 64]), ValueError, "outside"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(models, arguments, error, message):
@@ -386,8 +410,15 @@ def test_decoding_lm_head_matches_compute_logits(models):
     """The decoding loop's LM head arrangement computes the model's own logits."""
     from tfmodels.generation.graph import lm_head_logits
 
+    from tfmodels.generation.graph import tied_head_panel_rows
+
     hidden = tf.random.normal([5, 24], seed=1)
     for model in models.values():
-        expected = model.compute_logits(hidden[:, tf.newaxis, :])[:, 0, :]
-        np.testing.assert_allclose(lm_head_logits(model, hidden).numpy(), expected.numpy(),
+        expected = model.compute_logits(hidden[:, tf.newaxis, :])[:, 0, :].numpy()
+        np.testing.assert_allclose(lm_head_logits(model, hidden).numpy(), expected,
                                    rtol=1e-5, atol=1e-5)
+        if model.lm_head is None:  # tied: also in panels of 16 vocabulary rows
+            np.testing.assert_allclose(lm_head_logits(model, hidden, panel_rows=16).numpy(),
+                                       expected, rtol=1e-5, atol=1e-5)
+    assert tied_head_panel_rows(128112) == 8007  # m2m100: 16 panels, a free reshape
+    assert tied_head_panel_rows(97) is None

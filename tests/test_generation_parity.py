@@ -91,3 +91,17 @@ def test_graph_path_matches_reference(pair):
     """The plain-graph path (what TF Serving runs) against the reference directly."""
     _check(pair, "m2m100", "graph_beam", dict(max_new_tokens=12, num_beams=4, length_penalty=0.6,
                                                early_stopping=True), jit_compile=False)
+
+
+def test_output_vocabulary_restriction_matches_suppressed_reference(pair):
+    """Greedy decoding restricted to a token subset = the reference with every other token
+    suppressed (`suppress_tokens`)."""
+    reference, ours = pair("m2m100")
+    input_ids, attention_mask = support.source_batch("m2m100")
+    allowed = list(range(4, 64, 3))
+    others = [t for t in range(64) if t not in allowed and t not in (1, 2)]
+    expected = support.reference_case(reference, "m2m100", input_ids, attention_mask,
+                                      dict(max_new_tokens=12, suppress_tokens=others))
+    sequences, _ = support.our_generate(ours, input_ids, attention_mask, max_new_tokens=12,
+                                        output_token_ids=allowed)
+    support.assert_generation_matches(sequences, None, expected, 1, "restricted vocabulary")

@@ -149,6 +149,20 @@ def _forced_bos_ids(value, batch, vocab_size):
     return array.astype(np.int32)
 
 
+def _allowed_token_ids(value, vocab_size, special_ids, forced_bos):
+    """None, or the sorted unique allowed ids (with the special and forced ones added)."""
+    if value is None:
+        return None
+    if tf.is_tensor(value):
+        value = value.numpy()
+    array = np.asarray(value)
+    if array.dtype == object or array.dtype.kind not in "iu" or array.ndim != 1 or not array.size:
+        raise ValueError(f"output_token_ids must be a non-empty 1-D list of token ids, got {value!r}")
+    _check_token_range("output_token_ids", array, vocab_size)
+    extra = list(special_ids) + ([] if forced_bos is None else forced_bos.tolist())
+    return np.unique(np.concatenate([array.astype(np.int64), np.asarray(extra, np.int64)]))
+
+
 def _default_seed():
     # Follows tf.random.set_seed, so seeded programs sample reproducibly without `seed=`.
     return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32).numpy()
@@ -178,6 +192,7 @@ def generate(
     decoder_input_ids=None,
     seed=None,
     jit_compile=True,
+    output_token_ids=None,
     **options,
 ):
     """Generates token ids with an encoder-decoder model, as the reference's `generate`.
@@ -193,6 +208,12 @@ def generate(
         seed: int or `[2]` ints for sampling (default: drawn from TF's global seed).
         jit_compile: True (default) compiles the search with XLA; False runs the same
             graph without it (what TF Serving runs); both give the same ids.
+        output_token_ids: opt-in output-vocabulary restriction (a tfmodels extension):
+            only these ids (plus EOS, pad and forced BOS ids) can be generated, and the
+            LM head is computed for them alone — much faster when the set is a small part
+            of the vocabulary (e.g. one target language). Greedy decoding gives the ids
+            the reference gives with every other token suppressed; log-probabilities
+            (beam scores, sampling) are normalised over the allowed set.
         **options: any `GenerationConfig` field (`max_new_tokens`, `num_beams`,
             `do_sample`, `forced_bos_token_id` (int or `[batch]`), ...).
 
@@ -256,6 +277,7 @@ def generate(
             prompt = np.concatenate([np.full([batch, 1], start, np.int64), prompt], axis=1)
     forced_bos = _forced_bos_ids(forced_bos_option, batch, vocab_size)
 
+    allowed_ids = _allowed_token_ids(output_token_ids, vocab_size, [pad, *eos_ids], forced_bos)
     lengths = resolve_lengths(model, config, prompt.shape[1], max_length_was_passed)
     batch_bucket = bucket_size(batch)
     source_bucket = bucket_size(source_length, MIN_SOURCE_BUCKET)
@@ -263,6 +285,7 @@ def generate(
     plan = make_plan(
         model, config, lengths, batch_size=batch_bucket, source_length=source_bucket,
         buffer_length=buffer_bucket,
+        output_vocabulary_size=None if allowed_ids is None else bucket_size(allowed_ids.size, 64),
     )
 
     # Pad the batch with copies of row 0 (inactive) and the source with masked pad tokens.
@@ -286,7 +309,11 @@ def generate(
         "seed": _seed_array(seed) if config.do_sample else np.zeros([2], np.int32),
     }
     inputs.update(runtime_values(config, lengths, buffer_bucket))
-    tensors = {name: tf.constant(value, dtype=INPUT_DTYPES[name]) for name, value in inputs.items()}
+    if allowed_ids is not None:  # pad to the bucket by repeating an allowed id
+        filler = np.full([plan.output_vocabulary_size - allowed_ids.size], allowed_ids[0])
+        inputs["output_token_ids"] = np.concatenate([allowed_ids, filler]).astype(np.int32)
+    dtypes = dict(INPUT_DTYPES, output_token_ids=tf.int32)
+    tensors = {name: tf.constant(value, dtype=dtypes[name]) for name, value in inputs.items()}
     outputs = _compiled_search(model, plan, jit_compile)(tensors)
 
     # Back to numpy: drop batch padding and, for beam search, the beams not returned.

@@ -52,20 +52,42 @@ def input_signature(plan):
         "length_penalty_table": [plan.buffer_length + 1],
         "seed": [2],
     }
-    return {
+    signature = {
         name: tf.TensorSpec(shapes.get(name, []), dtype, name=name)
         for name, dtype in INPUT_DTYPES.items()
     }
+    if plan.output_vocabulary_size:
+        signature["output_token_ids"] = tf.TensorSpec(
+            [plan.output_vocabulary_size], tf.int32, name="output_token_ids"
+        )
+    return signature
 
 
-def lm_head_logits(model, hidden):
+# A tied head with at least this many decoder rows is computed in panels (see below).
+PANEL_MIN_ROWS = 8
+PANEL_ROWS_RANGE = (2048, 8192)
+
+
+def tied_head_panel_rows(vocab_size):
+    """The largest divisor of `vocab_size` in `PANEL_ROWS_RANGE` (None if there is none):
+    `[vocab, d_model]` then views as `[vocab / rows, rows, d_model]` without a copy."""
+    low, high = PANEL_ROWS_RANGE
+    for rows in range(min(high, vocab_size), low - 1, -1):
+        if vocab_size % rows == 0:
+            return rows
+    return None
+
+
+def lm_head_logits(model, hidden, panel_rows=None):
     """`[rows, d_model]` decoder outputs -> `[rows, vocab]` float32 logits: the math of
     `model.compute_logits`, arranged for decoding.
 
     A tied head multiplies by the `[vocab, d_model]` embedding matrix. Written as
-    `(E @ h^T)^T` it streams that matrix row by row; the textbook `h @ E^T` makes the CPU
-    kernels (XLA's and, far worse, the plain-graph one) walk it against its layout, which
-    costs 2-5x at 8-32 rows.
+    `(E @ h^T)^T` it streams that matrix row by row; the textbook `h @ E^T` makes the
+    plain-graph CPU kernel walk it against its layout (5x slower at 8 rows). With
+    `panel_rows`, `E` is viewed (no copy) as panels of `panel_rows` rows and multiplied as
+    one batched product: each panel's working set stays in cache, which makes 8-32 rows
+    1.4-1.8x faster on CPU (1 row: no difference, so small plans do not use it).
     """
     if model.lm_head is not None:
         return tf.cast(model.lm_head(hidden), tf.float32)
@@ -73,8 +95,51 @@ def lm_head_logits(model, hidden):
     if scale != 1.0:
         hidden = hidden * tf.cast(scale, hidden.dtype)
     embeddings = tf.cast(model.token_embedding.embeddings, hidden.dtype)
-    logits_vr = tf.matmul(embeddings, hidden, transpose_b=True)  # [vocab, rows]
+    if panel_rows is None:
+        logits_vr = tf.matmul(embeddings, hidden, transpose_b=True)  # [vocab, rows]
+        return tf.cast(tf.transpose(logits_vr), tf.float32)
+    vocab_size, d_model = embeddings.shape
+    num_panels = vocab_size // panel_rows
+    panels_prd = tf.reshape(embeddings, [num_panels, panel_rows, d_model])
+    hidden_pdr = tf.broadcast_to(
+        tf.transpose(hidden)[tf.newaxis], [num_panels, d_model, tf.shape(hidden)[0]]
+    )
+    logits_prr = tf.matmul(panels_prd, hidden_pdr)  # [panels, panel_rows, rows]
+    logits_vr = tf.reshape(logits_prr, [vocab_size, -1])
     return tf.cast(tf.transpose(logits_vr), tf.float32)
+
+
+class RestrictedHead:
+    """The opt-in output-vocabulary restriction: logits for `token_ids` (`[allowed]`
+    int32, duplicates allowed) only, -inf for every other token.
+
+    The head's rows for those tokens are gathered once per call, before the loop, so a
+    step reads `allowed x d_model` instead of `vocab x d_model` weights; the small logits
+    are scattered into a -inf row of the full vocabulary, so processors and searches keep
+    working in token ids. Softmax normalises over the allowed tokens.
+    """
+
+    def __init__(self, model, token_ids, rows):
+        self.vocab_size = int(model.config.vocab_size)
+        self.token_ids = token_ids
+        if model.lm_head is not None:
+            self.kernel_da = tf.gather(model.lm_head.kernel, token_ids, axis=1)  # [d, allowed]
+            self.scale = 1.0
+        else:
+            self.kernel_da = tf.transpose(tf.gather(model.token_embedding.embeddings, token_ids))
+            self.scale = model.lm_head_input_scale()
+        allowed = tf.shape(token_ids)[0]
+        row_ids = tf.broadcast_to(tf.range(rows, dtype=tf.int32)[:, tf.newaxis], [rows, allowed])
+        column_ids = tf.broadcast_to(token_ids[tf.newaxis, :], [rows, allowed])
+        self.indices = tf.stack([row_ids, column_ids], axis=-1)  # [rows, allowed, 2]
+        self.rows = rows
+
+    def __call__(self, hidden):
+        if self.scale != 1.0:
+            hidden = hidden * tf.cast(self.scale, hidden.dtype)
+        logits_ra = tf.cast(tf.matmul(hidden, tf.cast(self.kernel_da, hidden.dtype)), tf.float32)
+        blank = tf.fill([self.rows, self.vocab_size], tf.constant(float("-inf"), tf.float32))
+        return tf.tensor_scatter_nd_update(blank, self.indices, logits_ra)
 
 
 def _repeat_rows(tensor, times):
@@ -109,6 +174,16 @@ def run_search(model, plan, inputs):
     is_active_rows = _repeat_rows(inputs["is_active"], expansion)
     prompt = _repeat_rows(inputs["decoder_prompt"], expansion)
     rows = tf.shape(prompt)[0]
+    panel_rows = None
+    static_rows = None if plan.batch_size is None else plan.batch_size * expansion
+    if model.lm_head is None and static_rows is not None and static_rows >= PANEL_MIN_ROWS:
+        panel_rows = tied_head_panel_rows(int(model.config.vocab_size))
+
+    if plan.output_vocabulary_size:
+        restricted = RestrictedHead(model, inputs["output_token_ids"], rows)
+        head_fn = restricted
+    else:
+        head_fn = lambda hidden: lm_head_logits(model, hidden, panel_rows)  # noqa: E731
 
     def step_fn(token_ids, self_cache, cache_index):
         hidden, new_cache = model.decode_step(
@@ -118,7 +193,7 @@ def run_search(model, plan, inputs):
             encoder_attention_mask=encoder_mask,
             return_hidden_states=True,
         )
-        return lm_head_logits(model, hidden[:, -1, :]), new_cache["self"]
+        return head_fn(hidden[:, -1, :]), new_cache["self"]
 
     def reorder_fn(self_cache, row_indices):
         return [(tf.gather(key, row_indices), tf.gather(value, row_indices)) for key, value in self_cache]

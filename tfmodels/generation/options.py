@@ -26,7 +26,8 @@ class SearchPlan:
     buffer and of the self-attention cache (>= `max_length`). `num_samples` is the number
     of independent rows per input when sampling without beams (`num_return_sequences`),
     else 1. Beam search returns all `num_beams` finished hypotheses per input, best
-    first; callers keep the first `num_return_sequences`.
+    first; callers keep the first `num_return_sequences`. `output_vocabulary_size` is the
+    (bucketed) size of an opt-in output-vocabulary restriction, or None.
     """
 
     batch_size: Optional[int]
@@ -40,6 +41,7 @@ class SearchPlan:
     pad_token_id: int
     fill_token_id: int
     processors: ProcessorSpec
+    output_vocabulary_size: Optional[int] = None
 
     @property
     def expansion(self):
@@ -67,7 +69,7 @@ def resolve_generation_config(model, generation_config=None, options=None):
         raise TypeError(
             f"generate() got unexpected options: {', '.join(sorted(unused))}. Valid options are "
             f"the GenerationConfig fields ({', '.join(GenerationConfig.field_names())}) and "
-            "decoder_input_ids, seed, jit_compile"
+            "decoder_input_ids, seed, jit_compile, output_token_ids"
         )
     unsupported = config.unsupported_options()
     if unsupported:
@@ -144,7 +146,8 @@ def special_tokens(model, config):
     return int(start), int(pad), tuple(eos_ids)
 
 
-def make_plan(model, config, lengths, batch_size, source_length, buffer_length):
+def make_plan(model, config, lengths, batch_size, source_length, buffer_length,
+              output_vocabulary_size=None):
     """Builds the static `SearchPlan` of one call."""
     _, pad, eos_ids = special_tokens(model, config)
     if config.num_beams > 1:
@@ -179,6 +182,7 @@ def make_plan(model, config, lengths, batch_size, source_length, buffer_length):
         pad_token_id=pad,
         fill_token_id=int(fill),
         processors=processors,
+        output_vocabulary_size=output_vocabulary_size,
     )
 
 
