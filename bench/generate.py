@@ -18,6 +18,9 @@ Engines:
                   needs tf-keras, so it runs with `--tf-python` (a virtualenv:
                   `python -m venv /tmp/tfvenv --system-site-packages &&
                   /tmp/tfvenv/bin/pip install tf-keras==2.21.0`), skipped if absent
+  tfmodels-vocab  this package, XLA, with the opt-in output-vocabulary restriction to
+                  `--restricted-vocab` random ids (default 32,000; a real set comes from
+                  `tfmodels.generation.output_vocabulary` on target-language text)
   ct2-fp32/int8   CTranslate2 (`pip install ctranslate2`, bench only; `--ct2-python`),
                   converted with its transformers converter from a checkpoint saved by
                   transformers into a temporary directory
@@ -69,7 +72,8 @@ QUICK_SETTINGS = [(1, 1), (8, 1), (8, 4)]
 SOURCE_TOKENS = 32
 NEW_TOKENS = 32
 THREADS = 2
-ENGINES = ["tfmodels", "tfmodels-graph", "torch", "hf-tf-xla", "ct2-fp32", "ct2-int8"]
+RESTRICTED_VOCAB = 32000
+ENGINES = ["tfmodels", "tfmodels-graph", "tfmodels-vocab", "torch", "hf-tf-xla", "ct2-fp32", "ct2-int8"]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -133,7 +137,7 @@ def worker_ceiling(name, repeats):
             "peak_rss_mb": _peak_rss_mb()}
 
 
-def worker_tfmodels(name, settings, repeats, jit_compile=True):
+def worker_tfmodels(name, settings, repeats, jit_compile=True, restricted_vocab=None):
     _set_tf_threads()
     from tfmodels import M2M100Config, M2M100ForConditionalGeneration, MT5Config, MT5ForConditionalGeneration
 
@@ -144,13 +148,18 @@ def worker_tfmodels(name, settings, repeats, jit_compile=True):
     else:
         model = M2M100ForConditionalGeneration(M2M100Config(**spec["config"]))
     build = time.perf_counter() - started
+    options = {}
+    if restricted_vocab:
+        vocab_size = spec["config"]["vocab_size"]
+        ids = np.random.RandomState(1).choice(vocab_size, restricted_vocab, replace=False)
+        options["output_token_ids"] = np.sort(ids)
     results = {}
     for batch, beams in settings:
         source = _source_ids(batch, spec["config"]["vocab_size"])
 
         def run():
             out = model.generate(source, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
-                                 num_beams=beams, jit_compile=jit_compile)
+                                 num_beams=beams, jit_compile=jit_compile, **options)
             assert out.shape == (batch, NEW_TOKENS + 1), out.shape
 
         first, best = _time_calls(run, repeats)
@@ -298,6 +307,9 @@ def run_worker(arguments):
         result = worker_tfmodels(arguments.model, settings, arguments.repeats)
     elif engine == "tfmodels-graph":
         result = worker_tfmodels(arguments.model, settings, arguments.repeats, jit_compile=False)
+    elif engine == "tfmodels-vocab":
+        result = worker_tfmodels(arguments.model, settings, arguments.repeats,
+                                 restricted_vocab=arguments.restricted_vocab)
     elif engine == "torch":
         result = worker_torch(arguments.model, settings, arguments.repeats)
     elif engine == "hf-tf-xla":
@@ -346,6 +358,8 @@ def main():
     parser.add_argument("--ct2-python", default=None,
                         help="python with ctranslate2 installed (default: this one)")
     parser.add_argument("--json", default=None, help="also write all results to this file")
+    parser.add_argument("--restricted-vocab", type=int, default=RESTRICTED_VOCAB,
+                        help="output-vocabulary size of the tfmodels-vocab engine")
     # Worker mode (internal).
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
@@ -391,6 +405,8 @@ def main():
                         print(f"  skip ct2: conversion failed: {converted['error']}")
                         continue
                 extra = ["--ct2-dir", ct2_dir]
+            if engine == "tfmodels-vocab":
+                extra = ["--restricted-vocab", str(arguments.restricted_vocab)]
             print(f"  running {engine} ...", flush=True)
             rows[engine] = _spawn(python, engine, name, settings, repeats, extra)
             if "error" in rows[engine]:
@@ -427,13 +443,18 @@ def _print_table(label, settings, ceiling, rows):
     ours = speeds.get("tfmodels")
     if not ours:
         return
-    fp32_peers = [e for e in speeds if e in ("torch", "hf-tf-xla", "ct2-fp32")]
+    peers = [e for e in speeds if not e.startswith("tfmodels")]
+    fp32_peers = [e for e in peers if e in ("torch", "hf-tf-xla", "ct2-fp32")]
     print("  ratios (tfmodels / engine):")
     for engine in [e for e in speeds if e != "tfmodels"]:
         print(f"    vs {engine:<14}" + "".join(f"{ours[k] / speeds[engine][k]:>14.2f}" for k in keys))
-    if fp32_peers:
-        print(f"    vs best fp32   " + "".join(
-            f"{ours[k] / max(speeds[e][k] for e in fp32_peers):>14.2f}" for k in keys))
+    for engine in [e for e in speeds if e.startswith("tfmodels")]:
+        if fp32_peers:
+            print(f"  {engine} / best fp32 peer".ljust(20) + "".join(
+                f"{speeds[engine][k] / max(speeds[e][k] for e in fp32_peers):>14.2f}" for k in keys))
+        if "ct2-int8" in speeds:
+            print(f"  {engine} / ct2-int8".ljust(20) + "".join(
+                f"{speeds[engine][k] / speeds['ct2-int8'][k]:>14.2f}" for k in keys))
     if "error" not in ceiling and "1x1" in ours:
         print(f"  batch-1 greedy at {100 * ours['1x1'] / ceiling['ceiling_tokens_per_s']:.0f}% "
               "of the bandwidth ceiling")

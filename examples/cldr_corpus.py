@@ -73,6 +73,28 @@ def load_pairs(targets=DEFAULT_TARGETS):
     return pairs
 
 
+def augment(train_pairs, reverse=False, identity=False):
+    """Extra training pairs that help a small model copy and spell names.
+
+    `reverse`: every training pair also target -> English (M2M100 is many-to-many, and
+    the English names become decoder targets too). `identity`: each English training
+    name once as English -> English, which teaches the decoder to reproduce source
+    pieces (most proper names are written the same in every Latin-script language).
+    Held-out keys never appear, in any direction.
+    """
+    extra = []
+    if reverse:
+        extra += [dict(p, source=p["target"], target=p["source"], src_lang=p["tgt_lang"],
+                       tgt_lang=p["src_lang"]) for p in train_pairs]
+    if identity:
+        seen = set()
+        for p in train_pairs:
+            if p["source"] not in seen:
+                seen.add(p["source"])
+                extra.append(dict(p, target=p["source"], tgt_lang=p["src_lang"]))
+    return list(train_pairs) + extra
+
+
 def split(pairs):
     """`(train, held_out)` lists of pair dicts."""
     return [p for p in pairs if not p["held_out"]], [p for p in pairs if p["held_out"]]

@@ -117,11 +117,16 @@ class Translator:
                     f"unknown language code {code!r} for {flag}; valid codes: {' '.join(codes)}"
                 )
 
-    def translate(self, texts, src="en", tgt="de", num_beams=1, max_new_tokens=32):
-        """Translations of `texts` (a list of strings), as a list of strings."""
+    def translate(self, texts, src="en", tgt="de", num_beams=None, max_new_tokens=32):
+        """Translations of `texts` (a list of strings), as a list of strings.
+
+        `num_beams=None` uses the checkpoint's `generation_config.json` (greedy if unset).
+        """
         import tensorflow as tf
 
-        options = {"max_new_tokens": int(max_new_tokens), "num_beams": int(num_beams)}
+        options = {"max_new_tokens": int(max_new_tokens)}
+        if num_beams is not None:
+            options["num_beams"] = int(num_beams)
         if self.is_m2m100:
             self.check_languages(src, tgt)
             encoded = self.tokenizer(list(texts), src_lang=src)
@@ -158,9 +163,10 @@ def cmd_demo(args):
     checkpoint = args.checkpoint or DEFAULT_TRANSLATOR
     if not os.path.isfile(os.path.join(checkpoint, "config.json")):
         raise FileNotFoundError(f"no checkpoint (config.json) in {checkpoint}")
-    print("tfmodels demo: translating in-graph (tokenizer -> generate -> detokenizer), "
-          f"greedy, max {args.max_new_tokens} new tokens")
     translator = Translator(checkpoint)
+    beams = args.num_beams or translator.model.generation_config.num_beams
+    print("tfmodels demo: translating in-graph (tokenizer -> generate -> detokenizer), "
+          f"{'greedy' if beams == 1 else f'beam {beams}'}, max {args.max_new_tokens} new tokens")
     _describe(translator)
     examples = translator.demo_info.get("examples")
     if not examples:
@@ -242,7 +248,9 @@ def _add_generation_arguments(parser):
     parser.add_argument("--checkpoint",
                         help="checkpoint folder (M2M100 or mT5) instead of the bundled "
                         "default-translator")
-    parser.add_argument("--num-beams", type=int, default=1, help="beam width (default 1: greedy)")
+    parser.add_argument("--num-beams", type=int, default=None,
+                        help="beam width (default: the checkpoint's generation_config.json; "
+                        "the bundled translator uses 4)")
     parser.add_argument("--max-new-tokens", type=int, default=32,
                         help="most tokens to generate per text (default 32)")
 

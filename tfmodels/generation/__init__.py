@@ -15,6 +15,7 @@ from tfmodels.generation.generate import (
 )
 from tfmodels.generation.generation_config import GENERATION_CONFIG_NAME, GenerationConfig
 from tfmodels.generation.graph import generate_graph
+from tfmodels.generation.vocabulary import output_vocabulary
 
 __all__ = [
     "GENERATION_CONFIG_NAME",
@@ -25,5 +26,6 @@ __all__ = [
     "compiled_functions",
     "generate",
     "generate_graph",
+    "output_vocabulary",
     "trace_count",
 ]
