@@ -193,7 +193,8 @@ def make_evaluator(family, model, tokenizer, pairs, num_beams=1):
                                    batch_size=128, max_source_length=MAX_LENGTH)
     callback = GenerationEvalCallback(
         dataset, tokenizer, max_new_tokens=MAX_LENGTH, metrics=("chrf",), backend="builtin",
-        generate_kwargs={"num_beams": num_beams} if num_beams > 1 else None,
+        # Explicit, so a checkpoint's generation_config (beam 4) does not change the score.
+        generate_kwargs={"num_beams": num_beams},
     )
     callback.set_model(model)
     return callback
