@@ -464,7 +464,8 @@ def main(argv=None):
     # bounded length; `tfmodels demo` / `translate` use it unless told otherwise.
     model.generation_config.max_length = MAX_LENGTH + 2
     model.generation_config.num_beams = 4
-    model.save_pretrained(checkpoint)
+    # Shards under 5 MB each, so the bundled copy stays within the repository's file limit.
+    model.save_pretrained(checkpoint, max_shard_size="4MB")
     write_demo_examples(family, checkpoint, forward_pairs, held_out)
     metrics["checkpoint_bytes"] = sum(
         os.path.getsize(os.path.join(checkpoint, name)) for name in os.listdir(checkpoint))

@@ -16,7 +16,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE = os.path.join(REPO_ROOT, "tfmodels", "assets", "default-translator")
 
 pytestmark = pytest.mark.skipif(
-    not os.path.isfile(os.path.join(BUNDLE, "model.safetensors")),
+    not os.path.isfile(os.path.join(BUNDLE, "model.safetensors.index.json")),
     reason="bundled translator missing (run examples/finetune_translation.py --bundle)",
 )
 
