@@ -352,7 +352,6 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import keras
-    import tensorflow as tf
 
     from tfmodels.training import seq2seq_dataset
 
@@ -376,8 +375,7 @@ def main(argv=None):
         from tfmodels.auto import load_seq2seq_lm
 
         shutil.copytree(args.init_checkpoint, checkpoint, dirs_exist_ok=True)
-        tokenizer_class = tokenizer_class_for(family)
-        tokenizer = tokenizer_class.from_pretrained(checkpoint)
+        tokenizer = tokenizer_class_for(family).from_pretrained(checkpoint)
         model = load_seq2seq_lm(args.init_checkpoint)
         print(f"[init] continuing from {args.init_checkpoint}")
     else:
@@ -397,15 +395,14 @@ def main(argv=None):
           f"{metrics['copy_source_baseline_chrf']:.1f}")
     metrics["chrf_before"] = evaluate(evaluator, "before training (random init)")
 
-    train_tokenizer_ = tokenizer
+    training_tokenizer = tokenizer
     if args.subword_dropout > 0:
         # A fresh segmentation of every name in every epoch: the model sees each word in
         # many pieces, which teaches it to spell (and copy) names it has never seen.
-        tokenizer_class = type(tokenizer)
-        train_tokenizer_ = tokenizer_class.from_pretrained(checkpoint, nbest_size=-1,
-                                                           alpha=args.subword_dropout)
+        training_tokenizer = tokenizer_class_for(family).from_pretrained(
+            checkpoint, nbest_size=-1, alpha=args.subword_dropout)
     train = seq2seq_dataset(
-        as_model_examples(family, train_pairs), train_tokenizer_, batch_size=args.batch_size,
+        as_model_examples(family, train_pairs), training_tokenizer, batch_size=args.batch_size,
         max_source_length=MAX_LENGTH, max_target_length=MAX_LENGTH,
         shuffle_buffer=len(train_pairs), seed=args.seed,
     )

@@ -115,13 +115,13 @@ class RestrictedHead:
 
     The head's rows for those tokens are gathered once per call, before the loop, so a
     step reads `allowed x d_model` instead of `vocab x d_model` weights; the small logits
-    are scattered into a -inf row of the full vocabulary, so processors and searches keep
-    working in token ids. Softmax normalises over the allowed tokens.
+    are spread back over the full vocabulary (-inf elsewhere) with one gather, so
+    processors and searches keep working in token ids. Softmax normalises over the
+    allowed tokens.
     """
 
-    def __init__(self, model, token_ids, rows):
-        self.vocab_size = int(model.config.vocab_size)
-        self.token_ids = token_ids
+    def __init__(self, model, token_ids):
+        vocab_size = int(model.config.vocab_size)
         if model.lm_head is not None:
             self.kernel_da = tf.gather(model.lm_head.kernel, token_ids, axis=1)  # [d, allowed]
             self.scale = 1.0
@@ -129,17 +129,18 @@ class RestrictedHead:
             self.kernel_da = tf.transpose(tf.gather(model.token_embedding.embeddings, token_ids))
             self.scale = model.lm_head_input_scale()
         allowed = tf.shape(token_ids)[0]
-        row_ids = tf.broadcast_to(tf.range(rows, dtype=tf.int32)[:, tf.newaxis], [rows, allowed])
-        column_ids = tf.broadcast_to(token_ids[tf.newaxis, :], [rows, allowed])
-        self.indices = tf.stack([row_ids, column_ids], axis=-1)  # [rows, allowed, 2]
-        self.rows = rows
+        # [vocab]: each token's column among the allowed logits, or `allowed` (an appended
+        # -inf column) for tokens outside the set. Duplicate ids share the same logit.
+        self.column_of_token = tf.tensor_scatter_nd_update(
+            tf.fill([vocab_size], allowed), token_ids[:, tf.newaxis], tf.range(allowed)
+        )
 
     def __call__(self, hidden):
         if self.scale != 1.0:
             hidden = hidden * tf.cast(self.scale, hidden.dtype)
         logits_ra = tf.cast(tf.matmul(hidden, tf.cast(self.kernel_da, hidden.dtype)), tf.float32)
-        blank = tf.fill([self.rows, self.vocab_size], tf.constant(float("-inf"), tf.float32))
-        return tf.tensor_scatter_nd_update(blank, self.indices, logits_ra)
+        logits_ra = tf.pad(logits_ra, [[0, 0], [0, 1]], constant_values=float("-inf"))
+        return tf.gather(logits_ra, self.column_of_token, axis=1)  # [rows, vocab]
 
 
 def _repeat_rows(tensor, times):
@@ -174,15 +175,13 @@ def run_search(model, plan, inputs):
     is_active_rows = _repeat_rows(inputs["is_active"], expansion)
     prompt = _repeat_rows(inputs["decoder_prompt"], expansion)
     rows = tf.shape(prompt)[0]
-    panel_rows = None
-    static_rows = None if plan.batch_size is None else plan.batch_size * expansion
-    if model.lm_head is None and static_rows is not None and static_rows >= PANEL_MIN_ROWS:
-        panel_rows = tied_head_panel_rows(int(model.config.vocab_size))
-
     if plan.output_vocabulary_size:
-        restricted = RestrictedHead(model, inputs["output_token_ids"], rows)
-        head_fn = restricted
+        head_fn = RestrictedHead(model, inputs["output_token_ids"])
     else:
+        panel_rows = None
+        static_rows = None if plan.batch_size is None else plan.batch_size * expansion
+        if model.lm_head is None and static_rows is not None and static_rows >= PANEL_MIN_ROWS:
+            panel_rows = tied_head_panel_rows(int(model.config.vocab_size))
         head_fn = lambda hidden: lm_head_logits(model, hidden, panel_rows)  # noqa: E731
 
     def step_fn(token_ids, self_cache, cache_index):
