@@ -54,15 +54,16 @@ def mt5_prefix(tgt_lang):
     return f"to {tgt_lang}: "
 
 
-def train_tokenizer(family, train_pairs, directory, vocab_size):
+def train_tokenizer(family, train_pairs, directory, vocab_size, mt5_model_type="unigram"):
     """Trains a SentencePiece model on the training text and writes tokenizer files.
 
     M2M100: BPE with fairseq's special ids (`<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3) and a
     `vocab.json` that lists the specials, then the pieces by training-corpus frequency
     (as fairseq's dictionary does), then pieces that never occur. The language tokens
     are not in it: `M2M100Tokenizer` puts `__xx__` right after `vocab.json`.
-    mT5: a unigram `spiece.model` with T5's ids (`<pad>`=0, `</s>`=1, `<unk>`=2) and no
-    sentinel tokens (`extra_ids=0`: this model never sees span corruption).
+    mT5: a unigram `spiece.model` (or `mt5_model_type="bpe"`; `T5Tokenizer` reads either)
+    with T5's ids (`<pad>`=0, `</s>`=1, `<unk>`=2) and no sentinel tokens (`extra_ids=0`:
+    this model never sees span corruption).
     """
     import io
 
@@ -80,7 +81,7 @@ def train_tokenizer(family, train_pairs, directory, vocab_size):
     )
     proto = io.BytesIO()
     if family == "mt5":
-        spm.SentencePieceTrainer.train(model_writer=proto, model_type="unigram",
+        spm.SentencePieceTrainer.train(model_writer=proto, model_type=mt5_model_type,
                                        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, **common)
         with open(os.path.join(directory, "spiece.model"), "wb") as handle:
             handle.write(proto.getvalue())
@@ -212,13 +213,40 @@ def make_evaluator(family, model, tokenizer, pairs, num_beams=1):
     return callback
 
 
-def evaluate(callback, label):
-    """Held-out chrF with the callback's current model; prints and returns it."""
+def evaluate(callback, label, pairs=None):
+    """Held-out chrF with the callback's current model; prints and returns it.
+
+    With `pairs` (the evaluated pairs, in order) it also prints the exact-match rate and
+    returns `(chrf, exact_percent)`.
+    """
     started = time.perf_counter()
     chrf = callback.generate_and_score()["chrf"]
-    print(f"[eval] {label}: held-out chrF {chrf:.1f} "
-          f"({len(callback.last_hypotheses)} examples, {time.perf_counter() - started:.1f}s)")
-    return chrf
+    exact = None
+    if pairs is not None:
+        exact = exact_match_percent(callback.last_hypotheses, [p["target"] for p in pairs])
+    print(f"[eval] {label}: held-out chrF {chrf:.1f}"
+          + ("" if exact is None else f", exact {exact:.1f}%")
+          + f" ({len(callback.last_hypotheses)} examples, {time.perf_counter() - started:.1f}s)")
+    return chrf if pairs is None else (chrf, exact)
+
+
+def exact_match_percent(hypotheses, references):
+    """Share of outputs that equal the reference name exactly (after stripping spaces)."""
+    same = sum(h.strip() == r.strip() for h, r in zip(hypotheses, references))
+    return 100.0 * same / max(len(references), 1)
+
+
+def evaluate_checkpoint(family, model, tokenizer, held_out):
+    """`--evaluate-only`: held-out chrF and exact match, greedy and beam 4, and the copy
+    baseline; prints them and returns 0."""
+    copied = [p["source"] for p in held_out]
+    references = [p["target"] for p in held_out]
+    print(f"[eval] baseline 'copy the English source': held-out chrF "
+          f"{copy_baseline_chrf(held_out):.1f}, exact {exact_match_percent(copied, references):.1f}%")
+    for num_beams in (1, 4):
+        evaluate(make_evaluator(family, model, tokenizer, held_out, num_beams=num_beams),
+                 "greedy" if num_beams == 1 else f"beam {num_beams}", held_out)
+    return 0
 
 
 def copy_baseline_chrf(pairs):
@@ -343,6 +371,11 @@ def parse_args(argv=None):
                         help="also train target -> English on the training keys")
     parser.add_argument("--identity", action="store_true",
                         help="also train English -> English copies of the training names")
+    parser.add_argument("--mt5-tokenizer", choices=("unigram", "bpe"), default="unigram",
+                        help="SentencePiece model type of the mT5 variant's spiece.model")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="score --init-checkpoint on the held-out pairs (greedy and beam 4, "
+                             "chrF and exact match) and stop")
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel step")
     parser.add_argument("--bundle", action="store_true",
                         help="copy the result to tfmodels/assets/default-translator (M2M100)")
@@ -351,6 +384,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.evaluate_only and not args.init_checkpoint:
+        raise SystemExit("--evaluate-only needs --init-checkpoint DIR (the checkpoint to score)")
     import keras
 
     from tfmodels.training import seq2seq_dataset
@@ -359,7 +394,8 @@ def main(argv=None):
     targets = tuple(code.strip() for code in args.targets.split(",") if code.strip())
     family = args.family
     checkpoint = os.path.join(args.output, "checkpoint")
-    os.makedirs(args.output, exist_ok=True)
+    if not args.evaluate_only:
+        os.makedirs(args.output, exist_ok=True)
 
     train_pairs, held_out = cldr_corpus.split(cldr_corpus.load_pairs(targets))
     print(f"[data] CLDR (Babel) English -> {', '.join(targets)}: {len(train_pairs)} training "
@@ -374,15 +410,22 @@ def main(argv=None):
         # Continue from an earlier run: its tokenizer files and weights.
         from tfmodels.auto import load_seq2seq_lm
 
-        shutil.copytree(args.init_checkpoint, checkpoint, dirs_exist_ok=True)
+        if args.evaluate_only:
+            checkpoint = args.init_checkpoint
+        else:
+            shutil.copytree(args.init_checkpoint, checkpoint, dirs_exist_ok=True)
         tokenizer = tokenizer_class_for(family).from_pretrained(checkpoint)
         model = load_seq2seq_lm(args.init_checkpoint)
-        print(f"[init] continuing from {args.init_checkpoint}")
+        print(f"[init] {'scoring' if args.evaluate_only else 'continuing from'} "
+              f"{args.init_checkpoint}")
     else:
-        tokenizer = train_tokenizer(family, train_pairs, checkpoint, args.vocab_size)
-        print(f"[tokenizer] SentencePiece {'BPE' if family == 'm2m100' else 'unigram'}, "
+        tokenizer = train_tokenizer(family, train_pairs, checkpoint, args.vocab_size,
+                                    mt5_model_type=args.mt5_tokenizer)
+        print(f"[tokenizer] SentencePiece {'BPE' if family == 'm2m100' else args.mt5_tokenizer}, "
               f"{tokenizer.vocab_size} entries, written to {checkpoint}")
         model = build_model(family, tokenizer, args)
+    if args.evaluate_only:
+        return evaluate_checkpoint(family, model, tokenizer, held_out)
     params = sum(int(v.shape.num_elements()) for v in model.weights)
     print(f"[model] {type(model).__name__}: {params:,} parameters "
           f"({params * 4 / 1e6:.1f} MB float32)")
@@ -390,9 +433,12 @@ def main(argv=None):
     evaluator = make_evaluator(family, model, tokenizer, held_out)
     metrics = {"family": family, "targets": list(targets), "parameters": params,
                "train_pairs": len(train_pairs), "held_out_pairs": len(held_out),
-               "copy_source_baseline_chrf": copy_baseline_chrf(held_out)}
+               "copy_source_baseline_chrf": copy_baseline_chrf(held_out),
+               "copy_source_baseline_exact": exact_match_percent(
+                   [p["source"] for p in held_out], [p["target"] for p in held_out])}
     print(f"[eval] baseline 'copy the English source': held-out chrF "
-          f"{metrics['copy_source_baseline_chrf']:.1f}")
+          f"{metrics['copy_source_baseline_chrf']:.1f}, exact "
+          f"{metrics['copy_source_baseline_exact']:.1f}%")
     metrics["chrf_before"] = evaluate(evaluator, "before training (random init)")
 
     training_tokenizer = tokenizer
@@ -436,10 +482,12 @@ def main(argv=None):
               verbose=1 if sys.stdout.isatty() else 2)
     metrics["train_seconds"] = round(time.perf_counter() - started, 1)
     metrics["final_loss"] = history["loss"][-1]
-    metrics["chrf_after"] = evaluate(evaluator, "after training (greedy)")
+    metrics["chrf_after"], metrics["exact_after"] = evaluate(
+        evaluator, "after training (greedy)", held_out)
     history["chrf_at"].append((args.epochs, metrics["chrf_after"]))
-    metrics["chrf_after_beam4"] = evaluate(
-        make_evaluator(family, model, tokenizer, held_out, num_beams=4), "after training (beam 4)")
+    metrics["chrf_after_beam4"], metrics["exact_after_beam4"] = evaluate(
+        make_evaluator(family, model, tokenizer, held_out, num_beams=4),
+        "after training (beam 4)", held_out)
     samples = [
         {"source": p["source"], "tgt_lang": p["tgt_lang"], "reference": p["target"],
          "output": h}

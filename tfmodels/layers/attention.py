@@ -3,6 +3,12 @@
 import keras
 import tensorflow as tf
 
+from tfmodels.layers.initializers import (
+    clone_initializer,
+    get_optional_initializer,
+    serialize_optional_initializer,
+)
+
 # Additive bias for masked positions. The most negative float32, as the reference uses, so
 # a row with every key masked degrades to a uniform average instead of NaN.
 MASKED_BIAS = tf.float32.min
@@ -28,6 +34,10 @@ class MultiHeadAttention(keras.layers.Layer):
     - cross-attention: pass `cache` without `cache_index`; it holds the encoder's projected
       keys/values (from `project_key_value`) and is used as is.
 
+    Each projection draws from its own copy of `kernel_initializer`
+    (`query_kernel_initializer` for the query when given: T5 folds its missing
+    1/sqrt(head_dim) score scaling into the query's initial scale).
+
     Example:
     >>> attention = MultiHeadAttention(num_heads=2, head_dim=4, hidden_dim=8)
     >>> output, weights, cache = attention(tf.zeros([1, 3, 8]))
@@ -44,6 +54,7 @@ class MultiHeadAttention(keras.layers.Layer):
         scale_queries=False,
         dropout=0.0,
         kernel_initializer="glorot_uniform",
+        query_kernel_initializer=None,
         **kwargs,
     ):
         # Float32 attention biases must not be autocast to the compute dtype (bfloat16
@@ -57,18 +68,21 @@ class MultiHeadAttention(keras.layers.Layer):
         self.scale_queries = scale_queries
         self.dropout = dropout
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        # T5 does not scale its queries; it folds 1/sqrt(head_dim) into the query kernel's
+        # initialisation instead, so the query projection may have its own initializer.
+        self.query_kernel_initializer = get_optional_initializer(query_kernel_initializer)
         inner_dim = num_heads * head_dim
 
-        def dense(units, name):
+        def dense(units, name, initializer=None):
             return keras.layers.Dense(
                 units,
                 use_bias=use_bias,
-                kernel_initializer=self.kernel_initializer,
+                kernel_initializer=clone_initializer(initializer or self.kernel_initializer),
                 dtype=self.dtype_policy,
                 name=name,
             )
 
-        self.query_dense = dense(inner_dim, "query")
+        self.query_dense = dense(inner_dim, "query", self.query_kernel_initializer)
         self.key_dense = dense(inner_dim, "key")
         self.value_dense = dense(inner_dim, "value")
         self.output_dense = dense(hidden_dim, "output")
@@ -161,6 +175,9 @@ class MultiHeadAttention(keras.layers.Layer):
                 "scale_queries": self.scale_queries,
                 "dropout": self.dropout,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "query_kernel_initializer": serialize_optional_initializer(
+                    self.query_kernel_initializer
+                ),
             }
         )
         return config

@@ -3,6 +3,7 @@
 import keras
 
 from tfmodels.layers.activations import get_activation
+from tfmodels.layers.initializers import clone_initializer
 
 
 @keras.saving.register_keras_serializable(package="tfmodels")
@@ -44,7 +45,7 @@ class FeedForward(keras.layers.Layer):
             return keras.layers.Dense(
                 units,
                 use_bias=use_bias,
-                kernel_initializer=self.kernel_initializer,
+                kernel_initializer=clone_initializer(self.kernel_initializer),
                 dtype=self.dtype_policy,
                 name=name,
             )

@@ -5,6 +5,8 @@ import math
 import keras
 import tensorflow as tf
 
+from tfmodels.layers.initializers import clone_initializer
+
 
 def relative_position_bucket(relative_position, bidirectional, num_buckets, max_distance):
     """Maps `key_position - query_position` (int32 tensor) to a bucket id in [0, num_buckets).
@@ -50,8 +52,19 @@ class RelativePositionBias(keras.layers.Layer):
     TensorShape([1, 4, 5, 7])
     """
 
-    def __init__(self, num_heads, num_buckets, max_distance, bidirectional, **kwargs):
+    def __init__(
+        self,
+        num_heads,
+        num_buckets,
+        max_distance,
+        bidirectional,
+        embeddings_initializer=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
+        self.embeddings_initializer = keras.initializers.get(
+            embeddings_initializer or keras.initializers.RandomNormal(stddev=1.0)
+        )
         self.num_heads = num_heads
         self.num_buckets = num_buckets
         self.max_distance = max_distance
@@ -61,7 +74,7 @@ class RelativePositionBias(keras.layers.Layer):
         self.embeddings = self.add_weight(
             name="embeddings",
             shape=(self.num_buckets, self.num_heads),
-            initializer=keras.initializers.RandomNormal(stddev=1.0),
+            initializer=clone_initializer(self.embeddings_initializer),
         )
         super().build(input_shape)
 
@@ -94,6 +107,9 @@ class RelativePositionBias(keras.layers.Layer):
                 "num_buckets": self.num_buckets,
                 "max_distance": self.max_distance,
                 "bidirectional": self.bidirectional,
+                "embeddings_initializer": keras.initializers.serialize(
+                    self.embeddings_initializer
+                ),
             }
         )
         return config

@@ -4,6 +4,10 @@ import keras
 
 from tfmodels.layers.attention import MultiHeadAttention
 from tfmodels.layers.feed_forward import FeedForward
+from tfmodels.layers.initializers import (
+    get_optional_initializer,
+    serialize_optional_initializer,
+)
 from tfmodels.layers.rms_norm import RMSNorm
 
 NORM_TYPES = ("rms", "layer")
@@ -51,6 +55,7 @@ class TransformerLayer(keras.layers.Layer):
         attention_dropout=0.0,
         activation_dropout=0.0,
         kernel_initializer="glorot_uniform",
+        query_kernel_initializer=None,
         **kwargs,
     ):
         # Float32 attention biases must not be autocast to the compute dtype (bfloat16
@@ -72,6 +77,7 @@ class TransformerLayer(keras.layers.Layer):
         self.attention_dropout = attention_dropout
         self.activation_dropout = activation_dropout
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.query_kernel_initializer = get_optional_initializer(query_kernel_initializer)
 
         policy = self.dtype_policy
 
@@ -84,6 +90,7 @@ class TransformerLayer(keras.layers.Layer):
                 scale_queries=scale_queries,
                 dropout=attention_dropout,
                 kernel_initializer=self.kernel_initializer,
+                query_kernel_initializer=self.query_kernel_initializer,
                 dtype=policy,
                 name=name,
             )
@@ -183,6 +190,9 @@ class TransformerLayer(keras.layers.Layer):
                 "attention_dropout": self.attention_dropout,
                 "activation_dropout": self.activation_dropout,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "query_kernel_initializer": serialize_optional_initializer(
+                    self.query_kernel_initializer
+                ),
             }
         )
         return config

@@ -4,6 +4,10 @@ import keras
 import tensorflow as tf
 
 from tfmodels.layers.attention import mask_to_bias
+from tfmodels.layers.initializers import (
+    get_optional_initializer,
+    serialize_optional_initializer,
+)
 from tfmodels.layers.relative_position_bias import RelativePositionBias
 from tfmodels.layers.transformer_layer import TransformerLayer, make_norm
 
@@ -48,6 +52,8 @@ class TransformerStack(keras.layers.Layer):
         layerdrop=0.0,
         dropout_after_final_norm=False,
         kernel_initializer="glorot_uniform",
+        query_kernel_initializer=None,
+        position_bias_initializer=None,
         **kwargs,
     ):
         # Float32 attention biases must not be autocast to the compute dtype (bfloat16
@@ -74,6 +80,8 @@ class TransformerStack(keras.layers.Layer):
         self.layerdrop = layerdrop
         self.dropout_after_final_norm = dropout_after_final_norm
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.query_kernel_initializer = get_optional_initializer(query_kernel_initializer)
+        self.position_bias_initializer = get_optional_initializer(position_bias_initializer)
 
         policy = self.dtype_policy
         if relative_attention_num_buckets:
@@ -82,6 +90,7 @@ class TransformerStack(keras.layers.Layer):
                 num_buckets=relative_attention_num_buckets,
                 max_distance=relative_attention_max_distance,
                 bidirectional=not is_decoder,
+                embeddings_initializer=self.position_bias_initializer,
                 dtype=policy,
                 name="relative_position_bias",
             )
@@ -104,6 +113,7 @@ class TransformerStack(keras.layers.Layer):
                 attention_dropout=attention_dropout,
                 activation_dropout=activation_dropout,
                 kernel_initializer=self.kernel_initializer,
+                query_kernel_initializer=self.query_kernel_initializer,
                 dtype=policy,
                 name=f"layer_{index}",
             )
@@ -247,6 +257,12 @@ class TransformerStack(keras.layers.Layer):
                 "layerdrop": self.layerdrop,
                 "dropout_after_final_norm": self.dropout_after_final_norm,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "query_kernel_initializer": serialize_optional_initializer(
+                    self.query_kernel_initializer
+                ),
+                "position_bias_initializer": serialize_optional_initializer(
+                    self.position_bias_initializer
+                ),
             }
         )
         return config

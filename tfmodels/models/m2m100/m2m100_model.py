@@ -6,6 +6,7 @@ import math
 
 import keras
 
+from tfmodels.layers.initializers import NormalWithZeroRow
 from tfmodels.layers.sinusoidal_position_embedding import (
     SinusoidalPositionEmbedding,
     padding_aware_position_ids,
@@ -64,7 +65,8 @@ class M2M100Family(Seq2SeqModelBase):
         )
 
     def embedding_initializer(self):
-        return keras.initializers.RandomNormal(stddev=self.config.init_std)
+        # As the reference: the padding id's row starts at zero.
+        return NormalWithZeroRow(stddev=self.config.init_std, zero_row=self.config.pad_token_id)
 
     def embed_inputs(self, token_ids, is_decoder, past_length=0):
         token_vectors = self.token_embedding(token_ids)

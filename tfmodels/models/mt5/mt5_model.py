@@ -9,6 +9,13 @@ from tfmodels.models.seq2seq import Seq2SeqModelBase
 _T5_PROJECTION_NAMES = {"query": "q", "key": "k", "value": "v", "output": "o"}
 
 
+def _fan_in_normal(variance_scale):
+    """Normal with std sqrt(variance_scale / fan_in); fan_in is a Dense kernel's rows."""
+    return keras.initializers.VarianceScaling(
+        scale=variance_scale, mode="fan_in", distribution="untruncated_normal"
+    )
+
+
 class MT5Family(Seq2SeqModelBase):
     """What mT5 adds to the shared core; the public classes below pick the heads."""
 
@@ -16,6 +23,7 @@ class MT5Family(Seq2SeqModelBase):
 
     def stack_kwargs(self, is_decoder):
         config = self.config
+        factor = config.initializer_factor
         return dict(
             num_layers=config.num_decoder_layers if is_decoder else config.num_layers,
             hidden_dim=config.d_model,
@@ -35,8 +43,14 @@ class MT5Family(Seq2SeqModelBase):
             attention_dropout=config.dropout_rate,
             activation_dropout=config.dropout_rate,
             dropout_after_final_norm=True,
-            kernel_initializer=keras.initializers.RandomNormal(
-                stddev=config.initializer_factor * config.d_model**-0.5
+            # The reference's (Mesh TensorFlow's) initialisation: every projection draws
+            # with std factor / sqrt(fan_in) (wi: d_model, wo: d_ff, o: heads * d_kv) ...
+            kernel_initializer=_fan_in_normal(factor**2),
+            # ... except the query kernel, which also carries the 1/sqrt(d_kv) that T5
+            # leaves out of its attention scores.
+            query_kernel_initializer=_fan_in_normal(factor**2 / config.d_kv),
+            position_bias_initializer=keras.initializers.RandomNormal(
+                stddev=factor * config.d_model**-0.5
             ),
         )
 
