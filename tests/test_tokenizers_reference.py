@@ -18,6 +18,7 @@ import shutil
 import unicodedata
 import warnings
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -130,6 +131,19 @@ def test_t5_random_id_sequences_decode_like_reference():
             for _ in range(120)
         ]
         _assert_same_decoding(ours, reference, id_lists)
+
+
+def test_t5_decodable_ids_are_those_the_reference_decodes():
+    ours = T5Tokenizer.from_pretrained(MT5_DIR)
+    reference = transformers.T5Tokenizer.from_pretrained(MT5_DIR)
+    decodable = ours.decodable_token_ids()
+    np.testing.assert_array_equal(decodable, np.arange(len(reference)))
+    last = int(decodable[-1])
+    assert reference.decode([last]) == ours.detokenize(tf.constant([last])).numpy().decode()
+    with pytest.raises(IndexError):
+        reference.decode([last + 1])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="out of range"):
+        ours.detokenize(tf.constant([last + 1]))
 
 
 def test_t5_fast_reference_differs_only_in_known_ways():

@@ -51,7 +51,9 @@ PAIRS = (["Hello world", "Good morning", "How are you today?", "Thank you very m
 
 def test_eval_callback_in_fit_logs_scores_for_early_stopping():
     tokenizer = T5Tokenizer.from_pretrained(MT5_TOKENIZER_DIR)
-    model = small_model("mt5", vocab_size=2112)
+    # As many embedding rows as the tokenizer has ids, so every generated id decodes (the
+    # padded-vocabulary case is the next test).
+    model = small_model("mt5", vocab_size=len(tokenizer.decodable_token_ids()))
     model.compile(run_eagerly=False)
     train = seq2seq_dataset(PAIRS, tokenizer, batch_size=4, max_source_length=16,
                             max_target_length=16)
@@ -73,6 +75,37 @@ def test_eval_callback_in_fit_logs_scores_for_early_stopping():
     assert [s.decode() for s in decoded.numpy()] == callback.last_hypotheses[:2]
     assert callback.generate_and_score()["chrf"] == pytest.approx(
         corpus_chrf(callback.last_hypotheses, PAIRS[1], backend="builtin"))
+
+
+def test_eval_callback_survives_ids_the_tokenizer_cannot_decode():
+    """mT5-style padded vocabulary: the model has more rows than the tokenizer has ids and
+    (untrained) emits one of the extra ids; the callback regenerates that batch among the
+    decodable ids instead of stopping the fit with a detokenize error."""
+    tokenizer = T5Tokenizer.from_pretrained(MT5_TOKENIZER_DIR)
+    decodable = tokenizer.decodable_token_ids()
+    extra_id = int(decodable[-1]) + 5
+    model = small_model("mt5", vocab_size=int(decodable[-1]) + 13)
+    kernel = model.lm_head.kernel.numpy()
+    kernel[:, extra_id] = 5.0  # the extra id wins every step
+    model.lm_head.kernel.assign(kernel)
+    evaluation = seq2seq_eval_dataset(PAIRS, tokenizer, batch_size=2)
+    batch = next(iter(evaluation))
+    raw = np.asarray(model.generate(batch["input_ids"], attention_mask=batch["attention_mask"],
+                                    max_new_tokens=4, jit_compile=False))
+    assert extra_id in raw  # the situation is real ...
+    with pytest.raises(tf.errors.InvalidArgumentError, match="out of range"):
+        tokenizer.detokenize(tf.convert_to_tensor(raw), skip_special_tokens=True)
+    callback = GenerationEvalCallback(evaluation, tokenizer, max_new_tokens=4, backend="builtin",
+                                      generate_kwargs={"jit_compile": False})
+    callback.set_model(model)
+    scores = callback.generate_and_score()  # ... and the callback gets through it
+    assert 0.0 <= scores["chrf"] <= 100.0
+    restricted = np.asarray(model.generate(
+        batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=4,
+        jit_compile=False, output_token_ids=decodable))
+    assert np.isin(restricted, decodable).all()
+    expected = tokenizer.detokenize(tf.convert_to_tensor(restricted), skip_special_tokens=True)
+    assert [s.decode() for s in expected.numpy()] == callback.last_hypotheses[:2]
 
 
 def test_eval_callback_forces_each_examples_target_language():

@@ -447,6 +447,17 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
         with tf.control_dependencies([check]):
             return tf.identity(safe)
 
+    def decodable_token_ids(self):
+        """The ids `detokenize` accepts, ascending (int32 numpy); None when it accepts any.
+
+        A model's embedding table can be larger than its tokenizer (mT5: 250,112 rows for
+        250,100 ids), so generation can produce ids that nothing decodes.
+        """
+        if self._out_of_range_index is not None:
+            return None
+        kinds = np.asarray(self._id_token_kinds)
+        return np.flatnonzero(kinds != ops.TOKEN_INVALID).astype(np.int32)
+
     @tf.autograph.experimental.do_not_convert
     def detokenize(self, ids, skip_special_tokens=False, clean_up_tokenization_spaces=None):
         """Strings from ids, as the reference's `decode`/`batch_decode`.
