@@ -213,21 +213,15 @@ def make_evaluator(family, model, tokenizer, pairs, num_beams=1):
     return callback
 
 
-def evaluate(callback, label, pairs=None):
-    """Held-out chrF with the callback's current model; prints and returns it.
-
-    With `pairs` (the evaluated pairs, in order) it also prints the exact-match rate and
-    returns `(chrf, exact_percent)`.
-    """
+def evaluate(callback, label):
+    """Held-out chrF and exact-match rate with the callback's current model; prints them
+    and returns `(chrf, exact_percent)`."""
     started = time.perf_counter()
     chrf = callback.generate_and_score()["chrf"]
-    exact = None
-    if pairs is not None:
-        exact = exact_match_percent(callback.last_hypotheses, [p["target"] for p in pairs])
-    print(f"[eval] {label}: held-out chrF {chrf:.1f}"
-          + ("" if exact is None else f", exact {exact:.1f}%")
-          + f" ({len(callback.last_hypotheses)} examples, {time.perf_counter() - started:.1f}s)")
-    return chrf if pairs is None else (chrf, exact)
+    exact = exact_match_percent(callback.last_hypotheses, callback.last_references)
+    print(f"[eval] {label}: held-out chrF {chrf:.1f}, exact {exact:.1f}% "
+          f"({len(callback.last_hypotheses)} examples, {time.perf_counter() - started:.1f}s)")
+    return chrf, exact
 
 
 def exact_match_percent(hypotheses, references):
@@ -245,7 +239,7 @@ def evaluate_checkpoint(family, model, tokenizer, held_out):
           f"{copy_baseline_chrf(held_out):.1f}, exact {exact_match_percent(copied, references):.1f}%")
     for num_beams in (1, 4):
         evaluate(make_evaluator(family, model, tokenizer, held_out, num_beams=num_beams),
-                 "greedy" if num_beams == 1 else f"beam {num_beams}", held_out)
+                 "greedy" if num_beams == 1 else f"beam {num_beams}")
     return 0
 
 
@@ -439,7 +433,7 @@ def main(argv=None):
     print(f"[eval] baseline 'copy the English source': held-out chrF "
           f"{metrics['copy_source_baseline_chrf']:.1f}, exact "
           f"{metrics['copy_source_baseline_exact']:.1f}%")
-    metrics["chrf_before"] = evaluate(evaluator, "before training (random init)")
+    metrics["chrf_before"], _ = evaluate(evaluator, "before training (random init)")
 
     training_tokenizer = tokenizer
     if args.subword_dropout > 0:
@@ -472,7 +466,8 @@ def main(argv=None):
         def on_epoch_end(self, epoch, logs=None):
             history["loss"].append(float(logs["loss"]))
             if (epoch + 1) % args.eval_every == 0 and epoch + 1 < args.epochs:
-                history["chrf_at"].append((epoch + 1, evaluate(evaluator, f"epoch {epoch + 1}")))
+                chrf, _ = evaluate(evaluator, f"epoch {epoch + 1}")
+                history["chrf_at"].append((epoch + 1, chrf))
 
     print(f"[train] {args.epochs} epochs x {steps_per_epoch} steps, batch {args.batch_size}, "
           f"AdamW peak lr {args.learning_rate}")
@@ -483,11 +478,11 @@ def main(argv=None):
     metrics["train_seconds"] = round(time.perf_counter() - started, 1)
     metrics["final_loss"] = history["loss"][-1]
     metrics["chrf_after"], metrics["exact_after"] = evaluate(
-        evaluator, "after training (greedy)", held_out)
+        evaluator, "after training (greedy)")
     history["chrf_at"].append((args.epochs, metrics["chrf_after"]))
     metrics["chrf_after_beam4"], metrics["exact_after_beam4"] = evaluate(
         make_evaluator(family, model, tokenizer, held_out, num_beams=4),
-        "after training (beam 4)", held_out)
+        "after training (beam 4)")
     samples = [
         {"source": p["source"], "tgt_lang": p["tgt_lang"], "reference": p["target"],
          "output": h}
