@@ -108,3 +108,34 @@ def test_keras_file_keeps_compile_options_and_optimizer_state(tmp_path):
     model.fit(batches[1], verbose=0)
     loaded.fit(batches[1], verbose=0)
     assert max_abs_diff(weights_of(model), weights_of(loaded)) == 0.0
+
+
+def test_backup_directory_created_by_another_worker_meanwhile(tmp_path, monkeypatch):
+    """Another worker can create `backup_dir` between Keras's existence check and its
+    `makedirs` (worker i writes `backup_dir/worker_i`, which creates `backup_dir` too);
+    the backup must still be written instead of failing `fit` with `FileExistsError`."""
+    from keras.src.utils import file_utils
+
+    from test_training_support import random_batches, small_model
+    from tfmodels.training import BackupAndRestore
+    import tensorflow as tf
+
+    backup_dir = str(tmp_path / "backup")
+    real_exists = file_utils.exists
+    raced = []
+
+    def exists_while_another_worker_creates_it(path):
+        found = real_exists(path)
+        if str(path) == backup_dir and not found:
+            os.makedirs(backup_dir)  # the other worker wins the race right now
+            raced.append(path)
+        return found
+
+    monkeypatch.setattr(file_utils, "exists", exists_while_another_worker_creates_it)
+    model = small_model("mt5")
+    model.compile(run_eagerly=True)
+    batches = tf.data.Dataset.from_tensors(random_batches(1, 2, seed=3)[0])
+    model.fit(batches, epochs=1, verbose=0,
+              callbacks=[BackupAndRestore(backup_dir, delete_checkpoint=False)])
+    assert os.path.exists(os.path.join(backup_dir, "latest.weights.h5"))
+    assert not raced, "the directory should exist before Keras looks for it"

@@ -72,6 +72,13 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         super().set_model(model)
         self.use_worker_directory(model)
 
+    def _save_model(self):
+        # Keras checks for the directory and then creates it, which fails when another
+        # worker creates it in between (worker i's `backup_dir/worker_i` makes
+        # `backup_dir` too). `tf.io.gfile.makedirs` succeeds on an existing directory.
+        tf.io.gfile.makedirs(self.backup_dir)
+        super()._save_model()
+
     def saved_epoch(self, model):
         """The epoch a restart resumes at (0 when there is no backup)."""
         self.use_worker_directory(model)
