@@ -18,6 +18,9 @@ Engines:
                   needs tf-keras, so it runs with `--tf-python` (a virtualenv:
                   `python -m venv /tmp/tfvenv --system-site-packages &&
                   /tmp/tfvenv/bin/pip install tf-keras==2.21.0`), skipped if absent
+  tfmodels-int8   this package, XLA, with weight-only int8 decoding
+                  (`model.quantize_weights("int8")`: decoder projections and LM head)
+  tfmodels-int8-graph  the same without XLA (an int8 export's default signatures)
   tfmodels-vocab  this package, XLA, with the opt-in output-vocabulary restriction to
                   `--restricted-vocab` random ids (default 32,000; a real set comes from
                   `tfmodels.generation.output_vocabulary` on target-language text)
@@ -74,7 +77,7 @@ SOURCE_TOKENS = 32
 NEW_TOKENS = 32
 THREADS = 2
 RESTRICTED_VOCAB = 32000
-ENGINES = ["tfmodels", "tfmodels-graph", "tfmodels-vocab", "torch", "hf-tf-xla", "ct2-fp32", "ct2-int8"]
+ENGINES = ["tfmodels", "tfmodels-graph", "tfmodels-int8", "tfmodels-int8-graph", "tfmodels-vocab", "torch", "hf-tf-xla", "ct2-fp32", "ct2-int8"]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -146,7 +149,8 @@ def worker_ceiling(name, repeats):
             "peak_rss_mb": _peak_rss_mb()}
 
 
-def worker_tfmodels(name, settings, repeats, jit_compile=True, restricted_vocab=None):
+def worker_tfmodels(name, settings, repeats, jit_compile=True, restricted_vocab=None,
+                    quantize=None):
     _set_tf_threads()
     from tfmodels import M2M100Config, M2M100ForConditionalGeneration, MT5Config, MT5ForConditionalGeneration
 
@@ -156,6 +160,8 @@ def worker_tfmodels(name, settings, repeats, jit_compile=True, restricted_vocab=
         model = MT5ForConditionalGeneration(MT5Config(**spec["config"]))
     else:
         model = M2M100ForConditionalGeneration(M2M100Config(**spec["config"]))
+    if quantize:
+        model.quantize_weights(quantize)
     build = time.perf_counter() - started
     options = {}
     if restricted_vocab:
@@ -316,6 +322,11 @@ def run_worker(arguments):
         result = worker_tfmodels(arguments.model, settings, arguments.repeats)
     elif engine == "tfmodels-graph":
         result = worker_tfmodels(arguments.model, settings, arguments.repeats, jit_compile=False)
+    elif engine == "tfmodels-int8":
+        result = worker_tfmodels(arguments.model, settings, arguments.repeats, quantize="int8")
+    elif engine == "tfmodels-int8-graph":
+        result = worker_tfmodels(arguments.model, settings, arguments.repeats, jit_compile=False,
+                                 quantize="int8")
     elif engine == "tfmodels-vocab":
         result = worker_tfmodels(arguments.model, settings, arguments.repeats,
                                  restricted_vocab=arguments.restricted_vocab)
@@ -445,7 +456,7 @@ def _print_table(label, settings, ceiling, rows):
     columns = [f"b{batch} {'greedy' if beams == 1 else f'beam{beams}'}" for batch, beams in settings]
     keys = [f"{batch}x{beams}" for batch, beams in settings]
     print(f"\n{label}: tokens/s (batch x {NEW_TOKENS} new tokens / best call)")
-    print(f"  {'engine':<16}" + "".join(f"{c:>14}" for c in columns) + f"{'compile s':>11}{'peak RSS MB':>13}")
+    print(f"  {'engine':<20}" + "".join(f"{c:>14}" for c in columns) + f"{'compile s':>11}{'peak RSS MB':>13}")
     speeds = {}
     for engine, row in rows.items():
         if "error" in row:
@@ -458,7 +469,7 @@ def _print_table(label, settings, ceiling, rows):
             speeds[engine][key] = tokens
             cells.append(f"{tokens:>14.1f}")
         compile_s = max(t["first"] - t["best"] for t in row["results"].values())
-        print(f"  {engine:<16}" + "".join(cells) + f"{compile_s:>11.1f}{row['peak_rss_mb']:>13.0f}")
+        print(f"  {engine:<20}" + "".join(cells) + f"{compile_s:>11.1f}{row['peak_rss_mb']:>13.0f}")
     if "error" not in ceiling:
         print(f"  bandwidth ceiling: {ceiling['gb_per_s']:.1f} GB/s over "
               f"{ceiling['parameters'] * 4 / 1e6:.0f} MB (decoder + LM head) -> "
@@ -474,14 +485,21 @@ def _print_table(label, settings, ceiling, rows):
         print(f"    vs {engine:<14}" + "".join(f"{ours[k] / speeds[engine][k]:>14.2f}" for k in keys))
     for engine in [e for e in speeds if e.startswith("tfmodels")]:
         if fp32_peers:
-            print(f"  {engine} / best fp32 peer".ljust(20) + "".join(
+            print(f"  {engine} / best fp32 peer".ljust(36) + "".join(
                 f"{speeds[engine][k] / max(speeds[e][k] for e in fp32_peers):>14.2f}" for k in keys))
         if "ct2-int8" in speeds:
-            print(f"  {engine} / ct2-int8".ljust(20) + "".join(
+            print(f"  {engine} / ct2-int8".ljust(36) + "".join(
                 f"{speeds[engine][k] / speeds['ct2-int8'][k]:>14.2f}" for k in keys))
     if "error" not in ceiling and "1x1" in ours:
         print(f"  batch-1 greedy at {100 * ours['1x1'] / ceiling['ceiling_tokens_per_s']:.0f}% "
               "of the bandwidth ceiling")
+        int8 = speeds.get("tfmodels-int8", {}).get("1x1")
+        if int8:
+            # Same bandwidth, a quarter of the weight bytes (scales are negligible).
+            int8_ceiling = 4 * ceiling["ceiling_tokens_per_s"]
+            print(f"  tfmodels-int8 batch-1 greedy at {100 * int8 / int8_ceiling:.0f}% of the "
+                  f"int8 ceiling ({int8_ceiling:.1f} tokens/s: the same bandwidth over a quarter "
+                  "of the bytes)")
 
 
 if __name__ == "__main__":

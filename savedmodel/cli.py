@@ -47,6 +47,9 @@ def add_export_arguments(parser):
                      help="shapes the warm-up compiles per *_xla signature: 'smallest' (default: "
                      "batch 1, shortest bucket), 'all' (every batch x length bucket), or typical "
                      "request shapes 'BATCHxLENGTH,...' such as '4x32,16x64'")
+    parser.add_argument("--quantize", choices=["int8"], default=None,
+                        help="weight-only int8 decoding: the decoder's projections and LM "
+                        "head stored and read as int8 (faster decoding on CPU, smaller export)")
     output = parser.add_argument_group("output")
     output.add_argument("--no-warmup", action="store_true",
                         help="do not write assets.extra/tf_serving_warmup_requests")
@@ -74,6 +77,7 @@ def settings_from_args(args):
         max_batch_size=args.max_batch_size,
         warmup=not args.no_warmup,
         xla_warmup=args.xla_warmup,
+        weight_quantization=args.quantize,
         model_name=args.model_name,
         version=args.version,
     )

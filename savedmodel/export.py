@@ -57,7 +57,8 @@ def export_savedmodel(checkpoint_dir, out_dir, settings=None, model=None, tokeni
             `model` and `tokenizer` are given).
         out_dir: the model base path; the SavedModel goes to `out_dir/<version>/`.
         settings: `ExportSettings` (None = checkpoint defaults).
-        model, tokenizer: an already loaded model and tokenizer (optional).
+        model, tokenizer: an already loaded model and tokenizer (optional); with
+            `settings.weight_quantization` the model is quantised in place.
 
     Returns:
         An `ExportResult`.
@@ -72,6 +73,8 @@ def export_savedmodel(checkpoint_dir, out_dir, settings=None, model=None, tokeni
     settings = settings or ExportSettings()
     if model is None or tokenizer is None:
         model, tokenizer = load_checkpoint(checkpoint_dir)
+    if settings.weight_quantization and model.weight_quantization != settings.weight_quantization:
+        model.quantize_weights(settings.weight_quantization)  # in place, as documented
     settings = settings.with_checkpoint_defaults(model)
     model_name = settings.model_name or os.path.basename(os.path.normpath(out_dir)) or "model"
     settings = settings.replace(model_name=model_name)

@@ -59,6 +59,10 @@ class ExportSettings:
             batch x length bucket: everything compiled before serving, slow to load), or
             a list of typical request shapes `"BATCHxLENGTH,..."` (e.g. `"4x32,16x64"`;
             each is rounded up to its buckets).
+        weight_quantization: `"int8"` exports weight-only int8 decoding
+            (`model.quantize_weights`): the decoder's projections and the LM head are
+            stored and read as int8, and their float copies are left out of the
+            SavedModel. None (default) keeps the model's own weights.
         model_name: name used in `models.config` and the README commands.
         version: numeric version folder; None = one above the highest existing one.
 
@@ -82,6 +86,7 @@ class ExportSettings:
     max_batch_size: int = 32
     warmup: bool = True
     xla_warmup: str = "smallest"
+    weight_quantization: Optional[str] = None
     model_name: Optional[str] = None
     version: Optional[int] = None
 
@@ -110,6 +115,10 @@ class ExportSettings:
         if self.repetition_penalty is not None and not float(self.repetition_penalty) > 0.0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty!r}")
         self.xla_warmup_buckets()  # raises on a malformed value
+        if self.weight_quantization is not None:
+            from tfmodels.layers.dense import check_weight_quantization_mode
+
+            check_weight_quantization_mode(self.weight_quantization)
         if (
             self.max_new_tokens is not None
             and self.max_new_tokens_limit is not None

@@ -48,6 +48,15 @@ def _tf_variable(variable):
     return value if isinstance(value, tf.Variable) else variable
 
 
+def exported_weights(model):
+    """The model's weights the signatures read: all of them, except the float kernels a
+    weight-quantised model has int8 copies of (no signature reads those)."""
+    replaced = set()
+    if model.weight_quantization:
+        replaced = {id(layer.kernel) for layer in model.quantized_dense_layers()}
+    return [weight for weight in model.weights if id(weight) not in replaced]
+
+
 class ServingModule(tf.Module):
     """Holds what the signatures read (variables, tokenizer tables) and builds them.
 
@@ -80,7 +89,7 @@ class ServingModule(tf.Module):
             searches={"serving_default": default_search, "generate_with_options": options_search},
             blocks={},
         )
-        self.model_variables = [_tf_variable(v) for v in model.weights]
+        self.model_variables = [_tf_variable(v) for v in exported_weights(model)]
         self.tokenizer_resources = tokenizer_resources(tokenizer)
 
     # -- public ---------------------------------------------------------------------------

@@ -70,7 +70,7 @@ class Translator:
     language tokens, so `mt5_prefix` (e.g. "to {tgt}: ") is put before each text.
     """
 
-    def __init__(self, checkpoint):
+    def __init__(self, checkpoint, quantize=None):
         import json
 
         from tfmodels.auto import load_seq2seq_lm
@@ -78,6 +78,8 @@ class Translator:
         started = time.perf_counter()
         self.checkpoint = checkpoint
         self.model = load_seq2seq_lm(checkpoint)
+        if quantize:
+            self.model.quantize_weights(quantize)
         self.is_m2m100 = self.model.config.model_type == "m2m_100"
         if self.is_m2m100:
             from tfmodels.tokenizers import M2M100Tokenizer
@@ -99,7 +101,8 @@ class Translator:
 
     @property
     def parameters(self):
-        return sum(int(v.shape.num_elements()) for v in self.model.weights)
+        # The model's own weights (int8 copies from --quantize are not extra parameters).
+        return sum(int(v.shape.num_elements()) for v in self.model.trainable_weights)
 
     @property
     def trained_languages(self):
@@ -155,6 +158,9 @@ def _describe(translator):
     print(f"loaded {type(translator.model).__name__} + {type(translator.tokenizer).__name__} "
           f"from {translator.checkpoint} in {translator.load_seconds:.2f}s")
     print(f"  {translator.parameters:,} parameters, {size / 1e6:.1f} MB on disk; {fields}")
+    if translator.model.weight_quantization:
+        print(f"  decoding reads {translator.model.weight_quantization} weights "
+              "(decoder projections and LM head)")
 
 
 def cmd_demo(args):
@@ -163,7 +169,7 @@ def cmd_demo(args):
     checkpoint = args.checkpoint or DEFAULT_TRANSLATOR
     if not os.path.isfile(os.path.join(checkpoint, "config.json")):
         raise FileNotFoundError(f"no checkpoint (config.json) in {checkpoint}")
-    translator = Translator(checkpoint)
+    translator = Translator(checkpoint, quantize=args.quantize)
     beams = args.num_beams or translator.model.generation_config.num_beams
     print("tfmodels demo: translating in-graph (tokenizer -> generate -> detokenizer), "
           f"{'greedy' if beams == 1 else f'beam {beams}'}, max {args.max_new_tokens} new tokens")
@@ -232,7 +238,7 @@ def cmd_translate(args):
     if not os.path.isfile(os.path.join(checkpoint, "config.json")):
         raise FileNotFoundError(f"no checkpoint (config.json) in {checkpoint}")
     _check_language_codes_early(checkpoint, args.src, args.tgt)
-    translator = Translator(checkpoint)
+    translator = Translator(checkpoint, quantize=args.quantize)
     trained = translator.trained_languages
     if translator.is_m2m100 and trained and args.tgt not in trained:
         print(f"tfmodels translate: warning: this checkpoint was trained for "
@@ -253,6 +259,9 @@ def _add_generation_arguments(parser):
                         "the bundled translator uses 4)")
     parser.add_argument("--max-new-tokens", type=int, default=32,
                         help="most tokens to generate per text (default 32)")
+    parser.add_argument("--quantize", choices=["int8"], default=None,
+                        help="weight-only int8 decoding (model.quantize_weights): faster "
+                        "on CPU, outputs may differ slightly from the float model")
 
 
 def cmd_export(args):

@@ -89,8 +89,8 @@ def lm_head_logits(model, hidden, panel_rows=None):
     one batched product: each panel's working set stays in cache, which makes 8-32 rows
     1.4-1.8x faster on CPU (1 row: no difference, so small plans do not use it).
     """
-    if model.lm_head is not None:
-        return tf.cast(model.lm_head(hidden), tf.float32)
+    if model.lm_head is not None or model.int8_tied_head is not None:
+        return model.compute_logits(hidden)
     scale = model.lm_head_input_scale()
     if scale != 1.0:
         hidden = hidden * tf.cast(scale, hidden.dtype)
@@ -122,12 +122,15 @@ class RestrictedHead:
 
     def __init__(self, model, token_ids):
         vocab_size = int(model.config.vocab_size)
-        if model.lm_head is not None:
+        int8_head = model.int8_tied_head if model.lm_head is None else model.lm_head.int8_kernel
+        self.scale = 1.0 if model.lm_head is not None else model.lm_head_input_scale()
+        if int8_head is not None:
+            # The same (dequantised) weights the unrestricted int8 head multiplies by.
+            self.kernel_da = tf.transpose(int8_head.dequantized_rows(token_ids))
+        elif model.lm_head is not None:
             self.kernel_da = tf.gather(model.lm_head.kernel, token_ids, axis=1)  # [d, allowed]
-            self.scale = 1.0
         else:
             self.kernel_da = tf.transpose(tf.gather(model.token_embedding.embeddings, token_ids))
-            self.scale = model.lm_head_input_scale()
         allowed = tf.shape(token_ids)[0]
         # [vocab]: each token's column among the allowed logits, or `allowed` (an appended
         # -inf column) for tokens outside the set. Duplicate ids share the same logit.

@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from tfmodels.layers.dense import Dense
 from tfmodels.layers.initializers import (
     clone_initializer,
     get_optional_initializer,
@@ -74,7 +75,7 @@ class MultiHeadAttention(keras.layers.Layer):
         inner_dim = num_heads * head_dim
 
         def dense(units, name, initializer=None):
-            return keras.layers.Dense(
+            return Dense(
                 units,
                 use_bias=use_bias,
                 kernel_initializer=clone_initializer(initializer or self.kernel_initializer),

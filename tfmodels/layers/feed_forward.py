@@ -3,6 +3,7 @@
 import keras
 
 from tfmodels.layers.activations import get_activation
+from tfmodels.layers.dense import Dense
 from tfmodels.layers.initializers import clone_initializer
 
 
@@ -42,7 +43,7 @@ class FeedForward(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
         def dense(units, name):
-            return keras.layers.Dense(
+            return Dense(
                 units,
                 use_bias=use_bias,
                 kernel_initializer=clone_initializer(self.kernel_initializer),

@@ -13,6 +13,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfmodels.layers.dense import Dense, check_weight_quantization_mode
+from tfmodels.layers.int8_matrix import Int8Matrix
 from tfmodels.layers.relative_position_bias import RelativePositionBias
 from tfmodels.layers.rms_norm import RMSNorm
 from tfmodels.layers.transformer_stack import TransformerStack
@@ -91,6 +93,7 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
     """
 
     config_class = None
+    int8_tied_head = None  # Int8Matrix of the embeddings once a tied head is quantised
     has_decoder = True
     has_lm_head = False
     hf_prefix = ""  # module prefix of the reference's backbone ("model." for M2M100 LMs)
@@ -122,7 +125,7 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         )
         self.lm_head = None
         if self.has_lm_head and not self.tie_word_embeddings:
-            self.lm_head = keras.layers.Dense(
+            self.lm_head = Dense(
                 config.vocab_size,
                 use_bias=False,
                 kernel_initializer=self.embedding_initializer(),
@@ -194,7 +197,10 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         self.built = True
 
     def get_config(self):
-        return {"config": self.config.to_dict(), "name": self.name}
+        config = {"config": self.config.to_dict(), "name": self.name}
+        if self.has_lm_head and self.weight_quantization:
+            config["weight_quantization"] = self.weight_quantization
+        return config
 
     @classmethod
     def from_config(cls, config):
@@ -202,7 +208,11 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         model_config = cls.config_class.from_dict(config.pop("config"))
         config.pop("trainable", None)
         dtype = config.pop("dtype", None)
-        return cls(model_config, name=config.get("name"), dtype=dtype)
+        model = cls(model_config, name=config.get("name"), dtype=dtype)
+        if config.get("weight_quantization"):
+            # Creates the int8 variables, which a `.keras` file restores after this.
+            model.quantize_weights(config["weight_quantization"])
+        return model
 
     def get_build_config(self):
         return {}
@@ -252,6 +262,8 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
                 decoder_hidden_states = decoder_hidden_states * tf.cast(
                     scale, decoder_hidden_states.dtype
                 )
+            if self.int8_tied_head is not None:
+                return tf.cast(self.int8_tied_head(decoder_hidden_states), tf.float32)
             embedding_matrix = tf.cast(self.token_embedding.embeddings, decoder_hidden_states.dtype)
             logits = tf.matmul(decoder_hidden_states, embedding_matrix, transpose_b=True)
         return tf.cast(logits, tf.float32)
@@ -333,6 +345,73 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
             if key in encoder_outputs:
                 result["encoder_" + key] = encoder_outputs[key]
         return result
+
+    # -- weight-only int8 inference -------------------------------------------------------
+    def quantized_dense_layers(self):
+        """The projections `quantize_weights` converts: every `Dense` of the decoder (the
+        weights each decoding step reads) and an untied LM head."""
+        layers = [layer for layer in self.decoder._flatten_layers(include_self=False)
+                  if isinstance(layer, Dense)] if self.decoder is not None else []
+        if self.lm_head is not None:
+            layers.append(self.lm_head)
+        return layers
+
+    def quantize_weights(self, mode="int8"):
+        """Weight-only int8 inference: the decoder's projections and the LM head (tied or
+        not) are read from int8 copies with one float32 scale per output channel, a
+        quarter of the bytes each decoding step reads. Activations, norms, attention and
+        the encoder stay in the model's dtype.
+
+        Call it after loading the weights (it quantises their current values; call it
+        again after changing them). The float weights stay in the model: checkpoints
+        (`save_pretrained`) write them, and `remove_weight_quantization()` goes back to
+        them, e.g. before training, which a quantised model refuses.
+
+        Example:
+        >>> model.quantize_weights("int8")  # doctest: +SKIP
+        >>> model.generate(input_ids, max_new_tokens=32)  # doctest: +SKIP
+        """
+        check_weight_quantization_mode(mode)
+        if not self.has_lm_head:
+            raise ValueError(f"{type(self).__name__} has no decoder head to quantise")
+        for layer in self.quantized_dense_layers():
+            layer.quantize_weights(mode)
+        if self.lm_head is None:
+            embeddings = self.token_embedding.embeddings
+            if self.int8_tied_head is None:
+                self._tracker.unlock()
+                self.int8_tied_head = Int8Matrix(
+                    embeddings.shape[0], embeddings.shape[1], dtype=self.dtype_policy,
+                    name="int8_tied_head",
+                )
+                self._tracker.lock()
+            self.int8_tied_head.assign(embeddings)
+        self._forget_compiled_functions()
+
+    def remove_weight_quantization(self):
+        """Back to the float weights for every layer `quantize_weights` converted."""
+        for layer in self.quantized_dense_layers():
+            layer.remove_weight_quantization()
+        if self.int8_tied_head is not None:
+            self._tracker.unlock()
+            self._layers.remove(self.int8_tied_head)
+            del self.int8_tied_head
+            self._tracker.lock()
+        self._forget_compiled_functions()
+
+    @property
+    def weight_quantization(self):
+        """`"int8"` after `quantize_weights("int8")`, else None."""
+        layers = self.quantized_dense_layers()
+        return layers[0].weight_quantization if layers else None
+
+    def _forget_compiled_functions(self):
+        # Compiled searches captured the previous weights' code path.
+        from tfmodels.generation.generate import clear_compiled_functions
+
+        clear_compiled_functions(self)
+        # Keras's cached fit / evaluate / predict functions too.
+        self.train_function = self.test_function = self.predict_function = None
 
     # -- incremental decoding (what generation drives) ------------------------------------
     def init_decoding_cache(self, encoder_hidden_states, max_length, cache_dtype=None):

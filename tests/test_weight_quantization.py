@@ -1,0 +1,292 @@
+"""Weight-only int8 decoding (`model.quantize_weights("int8")`, `Int8Matrix`, `Dense`).
+
+The int8 path must compute exactly what its dequantised weights stand for (checked
+against float models holding those weights), agree between XLA and the plain graph,
+stay consistent with the teacher-forced forward and the restricted head, and refuse
+training; quantisation error itself is bounded per row.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from test_training_support import random_batches, small_model
+from tfmodels.layers.dense import Dense
+from tfmodels.layers.int8_matrix import (PANEL_ELEMENTS, Int8Matrix, int8_panel_rows,
+                                         quantize_rows)
+
+FAMILIES = ["mt5", "m2m100"]
+
+
+# ------------------------------------------------------------------------------ pieces
+def test_quantize_rows_bounds_each_rows_error_by_half_its_step():
+    rng = np.random.default_rng(0)
+    matrix = rng.standard_normal((7, 33)).astype(np.float32) * rng.uniform(0.01, 5, (7, 1))
+    matrix[3] = 0.0
+    values, scale = quantize_rows(matrix)
+    assert values.dtype == np.int8 and scale.dtype == np.float32
+    assert scale[3] == 1.0 and not values[3].any()
+    error = np.abs(values * scale[:, None] - matrix)
+    assert np.all(error <= scale[:, None] / 2 + 1e-7)
+    nonzero = [row for row in range(7) if row != 3]
+    assert np.all(np.abs(values[nonzero]).max(axis=1) == 127)  # each row uses the full range
+
+
+def test_quantize_rows_rejects_bad_matrices():
+    with pytest.raises(ValueError, match=r"\[out, in\] matrix"):
+        quantize_rows(np.zeros([2, 3, 4], np.float32))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        quantize_rows(np.array([[1.0, np.nan]], np.float32))
+
+
+@pytest.mark.parametrize("out_dim,in_dim", [(2, 8), (384, 512), (1024, 4096), (250112, 512),
+                                            (128112, 1024), (1000, 3)])
+def test_panel_rows_keep_at_least_two_cache_sized_panels(out_dim, in_dim):
+    rows = int8_panel_rows(out_dim, in_dim)
+    assert rows & (rows - 1) == 0  # a power of two
+    assert -(-out_dim // rows) >= 2
+    assert rows * in_dim <= max(PANEL_ELEMENTS, 16 * in_dim)
+    with pytest.raises(ValueError, match="out_dim >= 2"):
+        int8_panel_rows(1, in_dim)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("out_dim,panel_rows", [(40, None), (37, 8), (64, 32)])
+def test_int8_matrix_multiplies_by_its_dequantised_matrix(out_dim, panel_rows, jit_compile):
+    rng = np.random.default_rng(1)
+    matrix = rng.standard_normal((out_dim, 24)).astype(np.float32)
+    layer = Int8Matrix(out_dim, 24, panel_rows=panel_rows)
+    layer.assign(matrix)
+    inputs = rng.standard_normal((3, 5, 24)).astype(np.float32)
+    outputs = tf.function(layer, jit_compile=jit_compile)(inputs).numpy()
+    assert outputs.shape == (3, 5, out_dim)
+    expected = inputs @ layer.dequantized().numpy().T
+    np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-5)
+    # And the dequantised matrix is the float one up to half a step per row.
+    step = np.abs(matrix).max(axis=1, keepdims=True) / 127
+    assert np.all(np.abs(layer.dequantized().numpy() - matrix) <= step / 2 + 1e-6)
+    rows = layer.dequantized_rows(tf.constant([4, 0, 4])).numpy()
+    np.testing.assert_array_equal(rows, layer.dequantized().numpy()[[4, 0, 4]])
+
+
+def test_int8_matrix_errors_and_dtypes():
+    layer = Int8Matrix(8, 4)
+    with pytest.raises(ValueError, match=r"expected an \[8, 4\] matrix"):
+        layer.assign(np.zeros([4, 8], np.float32))
+    with pytest.raises(ValueError, match="must end in 4 features"):
+        layer(tf.zeros([2, 5]))
+    assert layer(tf.zeros([2, 4], tf.bfloat16)).dtype == tf.bfloat16
+    assert not layer.trainable_weights and len(layer.weights) == 2
+    assert Int8Matrix.from_config(layer.get_config()).panel_rows == layer.panel_rows
+    with pytest.raises(ValueError, match="at least two panels"):
+        Int8Matrix(8, 4, panel_rows=8)
+
+
+def test_dense_int8_inference_refuses_training_and_can_be_removed():
+    dense = Dense(12, use_bias=True, activation="relu", bias_initializer="random_normal")
+    dense.build((None, 10))
+    inputs = np.random.default_rng(2).standard_normal((4, 10)).astype(np.float32)
+    float_outputs = dense(inputs).numpy()
+    dense.quantize_weights("int8")
+    assert dense.weight_quantization == "int8"
+    kernel = dense.int8_kernel.dequantized().numpy().T
+    expected = np.maximum(inputs @ kernel + dense.bias.numpy(), 0)
+    np.testing.assert_allclose(dense(inputs).numpy(), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="int8 weights, which cannot be trained"):
+        dense(inputs, training=True)
+    with pytest.raises(ValueError, match="Unknown weight quantization mode 'int4'"):
+        dense.quantize_weights("int4")
+    dense.remove_weight_quantization()
+    assert dense.weight_quantization is None and len(dense.weights) == 2
+    np.testing.assert_array_equal(dense(inputs).numpy(), float_outputs)
+
+
+# ------------------------------------------------------------------------------ models
+def _batch(family, batch_size=3, seed=5):
+    batch = random_batches(1, batch_size, seed=seed, family=family)[0]
+    return batch["input_ids"], batch["attention_mask"], batch["labels"]
+
+
+def _float_twin(model, family):
+    """A float model holding the quantised model's dequantised decoder kernels (and LM
+    head when untied): it must compute what the int8 path computes."""
+    twin = small_model(family, seed=0)
+    twin.set_weights([w.numpy() for w in model.weights if "int8" not in w.path][: len(twin.weights)])
+    for ours, theirs in zip(model.quantized_dense_layers(), twin.quantized_dense_layers()):
+        theirs.kernel.assign(ours.int8_kernel.dequantized().numpy().T)
+    return twin
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_quantised_model_computes_what_its_dequantised_weights_compute(family):
+    model = small_model(family, seed=0)
+    input_ids, attention_mask, labels = _batch(family)
+    float_logits = model(input_ids, attention_mask=attention_mask, labels=labels)["logits"].numpy()
+    model.quantize_weights("int8")
+    assert model.weight_quantization == "int8"
+    quantised = model(input_ids, attention_mask=attention_mask, labels=labels)
+    twin = _float_twin(model, family)
+    if model.int8_tied_head is None:
+        expected = twin(input_ids, attention_mask=attention_mask, labels=labels)["logits"].numpy()
+    else:
+        decoded = twin.decode(
+            tfm_shift(model, labels), twin.encode(input_ids, attention_mask)["last_hidden_state"],
+            encoder_attention_mask=attention_mask)["last_hidden_state"]
+        decoded = decoded * model.lm_head_input_scale()
+        expected = tf.matmul(decoded, model.int8_tied_head.dequantized(), transpose_b=True).numpy()
+    np.testing.assert_allclose(quantised["logits"].numpy(), expected, rtol=1e-4, atol=1e-4)
+    # Close to the float model too: int8 error is small next to the logits' spread.
+    relative = np.abs(quantised["logits"].numpy() - float_logits).max() / np.abs(float_logits).max()
+    assert relative < 0.03, relative
+    assert np.isfinite(float(quantised["loss"]))
+
+
+def tfm_shift(model, labels):
+    from tfmodels.models.seq2seq import shift_tokens_right
+
+    return shift_tokens_right(labels, model.config.pad_token_id, model.config.decoder_start_token_id)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_quantised_generation_xla_graph_teacher_forcing_and_restriction_agree(family):
+    model = small_model(family, seed=0)
+    input_ids, attention_mask, _ = _batch(family)
+    model.quantize_weights("int8")
+    options = dict(attention_mask=attention_mask, max_new_tokens=6, min_new_tokens=6)
+    greedy = model.generate(input_ids, **options).numpy()
+    np.testing.assert_array_equal(model.generate(input_ids, jit_compile=False, **options).numpy(),
+                                  greedy)
+    beams = model.generate(input_ids, num_beams=3, **options).numpy()
+    np.testing.assert_array_equal(
+        model.generate(input_ids, num_beams=3, jit_compile=False, **options).numpy(), beams)
+    # Each greedy token is the argmax of the teacher-forced logits at its position.
+    logits = model(input_ids, attention_mask=attention_mask,
+                   decoder_input_ids=greedy[:, :-1])["logits"].numpy()
+    eos = model.config.eos_token_id
+    min_length_mask = np.zeros(logits.shape[-1], bool)
+    min_length_mask[eos] = True  # min_new_tokens forbids EOS
+    np.testing.assert_array_equal(np.where(min_length_mask, -np.inf, logits).argmax(-1),
+                                  greedy[:, 1:])
+    # Restricted to the ids it produced, the int8 head reads the same weights.
+    allowed = np.unique(greedy)
+    restricted = model.generate(input_ids, output_token_ids=allowed, **options).numpy()
+    np.testing.assert_array_equal(restricted, greedy)
+
+
+def test_mt5_quantised_generation_equals_its_float_twin():
+    """mT5's head is untied: the whole decoding path has a float twin, token for token."""
+    model = small_model("mt5", seed=0)
+    input_ids, attention_mask, _ = _batch("mt5")
+    model.quantize_weights("int8")
+    twin = _float_twin(model, "mt5")
+    for beams in (1, 3):
+        options = dict(attention_mask=attention_mask, max_new_tokens=6, num_beams=beams)
+        np.testing.assert_array_equal(model.generate(input_ids, **options).numpy(),
+                                      twin.generate(input_ids, **options).numpy())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_quantise_refuses_training_and_removing_restores_the_float_model(family):
+    model = small_model(family, seed=0)
+    input_ids, attention_mask, labels = _batch(family)
+    before = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=5).numpy()
+    weights = len(model.weights)
+    model.quantize_weights("int8")
+    assert len(model.weights) > weights
+    assert not any("int8" in w.path for w in model.trainable_weights)
+    model.compile(optimizer="sgd")
+    data = tf.data.Dataset.from_tensors(
+        {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels})
+    with pytest.raises(ValueError, match="remove_weight_quantization"):
+        model.fit(data, verbose=0)
+    model.remove_weight_quantization()
+    assert model.weight_quantization is None and len(model.weights) == weights
+    np.testing.assert_array_equal(
+        model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=5).numpy(), before)
+    model.fit(data, verbose=0)  # trains again
+
+
+def test_quantise_errors_name_the_problem():
+    model = small_model("m2m100", seed=0)
+    with pytest.raises(ValueError, match="Unknown weight quantization mode 'bf16'.*int8"):
+        model.quantize_weights("bf16")
+    assert model.weight_quantization is None
+
+
+def test_quantise_under_mixed_bfloat16():
+    model = small_model("mt5", seed=0, dtype="mixed_bfloat16")
+    input_ids, attention_mask, _ = _batch("mt5")
+    float_ids = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=5).numpy()
+    model.quantize_weights("int8")
+    int8_ids = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=5).numpy()
+    assert int8_ids.shape == float_ids.shape
+    assert (int8_ids == float_ids).mean() > 0.6
+    logits = model(input_ids, attention_mask=attention_mask, decoder_input_ids=int8_ids)["logits"]
+    assert logits.dtype == tf.float32 and np.isfinite(logits.numpy()).all()
+
+
+def test_keras_file_keeps_the_quantisation(tmp_path):
+    model = small_model("m2m100", seed=0)
+    input_ids, attention_mask, _ = _batch("m2m100")
+    model.quantize_weights("int8")
+    expected = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=5).numpy()
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert loaded.weight_quantization == "int8"
+    for ours, theirs in zip(model.weights, loaded.weights):
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    np.testing.assert_array_equal(
+        loaded.generate(input_ids, attention_mask=attention_mask, max_new_tokens=5).numpy(),
+        expected)
+
+
+def _variable_dtypes(saved_model_dir):
+    reader = tf.train.load_checkpoint(f"{saved_model_dir}/variables/variables")
+    shapes = reader.get_variable_to_shape_map()
+    counts = {}
+    for name, dtype in reader.get_variable_to_dtype_map().items():
+        if name.startswith("model_variables/"):
+            counts[dtype.name] = counts.get(dtype.name, 0) + int(np.prod(shapes[name]))
+    return counts
+
+
+def test_savedmodel_export_reads_and_stores_int8_weights(tmp_path):
+    """`tfmodels export --quantize int8`: the served translations are the quantised
+    model's, the float kernels it replaced are left out, and the ops are stock."""
+    import json
+    import os
+
+    from fixtures.savedmodel.checkpoints import make_tiny_m2m100_checkpoint
+    from fixtures.savedmodel.expected_values import python_generation
+    from savedmodel.checkpoint import load_checkpoint
+    from savedmodel.export_settings import ExportSettings
+    from tfmodels import cli
+
+    checkpoint = make_tiny_m2m100_checkpoint(str(tmp_path / "checkpoint"), init_std=0.3)
+    common = ["--num-beams", "2", "--max-new-tokens", "5", "--no-warmup"]
+    assert cli.main(["export", checkpoint, str(tmp_path / "float")] + common) == 0
+    assert cli.main(["export", checkpoint, str(tmp_path / "int8"), "--quantize", "int8"] + common) == 0
+    float_dir, int8_dir = str(tmp_path / "float" / "1"), str(tmp_path / "int8" / "1")
+    with open(os.path.join(int8_dir, "assets.extra", "tfmodels_export.json")) as handle:
+        info = json.load(handle)
+    assert info["settings"]["weight_quantization"] == "int8"
+
+    model, tokenizer = load_checkpoint(checkpoint)
+    float_counts, int8_counts = _variable_dtypes(float_dir), _variable_dtypes(int8_dir)
+    replaced = sum(int(np.prod(layer.kernel.shape)) for layer in model.quantized_dense_layers())
+    scales = sum(int(layer.kernel.shape[1]) for layer in model.quantized_dense_layers())
+    scales += model.config.vocab_size  # the tied head's per-token scales
+    assert "int8" not in float_counts
+    assert int8_counts["float32"] == float_counts["float32"] - replaced + scales
+    assert int8_counts["int8"] >= replaced + model.config.vocab_size * model.config.d_model
+
+    model.quantize_weights("int8")
+    export = dict(model=model, tokenizer=tokenizer, family="m2m100",
+                  settings=ExportSettings(**info["settings"]))
+    texts = ["Hello world.", "The quick brown fox.", "Guten Morgen"]
+    src, tgt = ["en", "en", "de"], ["fr", "de", "en"]
+    expected, _ = python_generation(export, texts, src, tgt)
+    served = tf.saved_model.load(int8_dir).signatures["serving_default"]
+    outputs = served(text=tf.constant(texts), src_lang=tf.constant(src), tgt_lang=tf.constant(tgt))
+    assert [t.decode() for t in outputs["text"].numpy()] == list(expected)

@@ -1,0 +1,160 @@
+"""Weight-only int8 matrices for decoding: int8 weights, float32 activations.
+
+A decoding step at small batch reads every decoder weight and the LM head once per
+generated token, so its speed is the speed of reading weights from memory. Storing them as
+int8 with one float32 scale per output channel reads a quarter of the bytes.
+
+The product is taken panel by panel inside a `tf.while_loop`: each iteration widens one
+`[panel_rows, in]` int8 panel to the activations' dtype and multiplies by it. The widened
+panel (a few MB) stays in cache, so memory traffic is the int8 bytes. Written as one
+`matmul(x, cast(W))`, XLA on CPU fuses the cast into the product and runs a slow generic
+loop (3-10x slower than float32), and a plain graph materialises the whole float32 copy;
+a loop of at least two panels keeps the cast a separate, cache-sized step.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+# Largest widened panel, in elements (8 MB of float32): measured best for 512-4096-wide
+# inputs on a 2-core AVX2 CPU; any size from 2 MB to 16 MB is within 10 %.
+PANEL_ELEMENTS = 2**21
+MIN_PANEL_ROWS = 16
+INT8_MAX = 127.0
+
+
+def int8_panel_rows(out_dim, in_dim):
+    """Rows per panel for an `[out_dim, in_dim]` matrix: a power of two with at most
+    `PANEL_ELEMENTS` elements per panel and at least two panels (one panel would let XLA
+    fuse the cast into the product, the slow case this layout exists to avoid)."""
+    if out_dim < 2 or in_dim < 1:
+        raise ValueError(f"int8 panels need out_dim >= 2 and in_dim >= 1, got {out_dim}, {in_dim}")
+    limit = max(MIN_PANEL_ROWS, PANEL_ELEMENTS // in_dim)
+    limit = min(limit, max(1, out_dim // 2))
+    return 1 << (int(limit).bit_length() - 1)
+
+
+def quantize_rows(matrix_oi):
+    """Symmetric per-row int8 quantisation of an `[out, in]` float array.
+
+    Returns `(int8 [out, in], float32 scale [out])` with `matrix ≈ int8 * scale[:, None]`;
+    each row's largest magnitude maps to 127, an all-zero row gets scale 1.
+
+    Example:
+    >>> values, scale = quantize_rows(np.array([[0.5, -1.0], [0.0, 0.0]], np.float32))
+    >>> values.tolist(), scale.tolist()
+    ([[64, -127], [0, 0]], [0.007874015718698502, 1.0])
+    """
+    matrix_oi = np.asarray(matrix_oi, np.float32)
+    if matrix_oi.ndim != 2:
+        raise ValueError(f"quantize_rows needs an [out, in] matrix, got shape {matrix_oi.shape}")
+    if not np.all(np.isfinite(matrix_oi)):
+        raise ValueError("cannot quantise a matrix with NaN or infinite values")
+    largest = np.max(np.abs(matrix_oi), axis=1)
+    scale = np.where(largest > 0, largest / INT8_MAX, 1.0).astype(np.float32)
+    values = np.clip(np.rint(matrix_oi / scale[:, None]), -INT8_MAX, INT8_MAX).astype(np.int8)
+    return values, scale
+
+
+@keras.saving.register_keras_serializable(package="tfmodels")
+class Int8Matrix(keras.layers.Layer):
+    """An `[out_dim, in_dim]` matrix kept as int8 panels plus per-row float32 scales;
+    `layer(x)` computes `x @ matrix^T`: `[..., in_dim]` -> `[..., out_dim]`.
+
+    Variables (not trainable): `panels` `[num_panels, panel_rows, in_dim]` int8 (rows past
+    `out_dim` are zero padding) and `scale` `[out_dim]` float32. Fill them with `assign`.
+    The result is the activations' dtype; it equals `x @ (int8 * scale)^T` up to float
+    summation order.
+
+    Example:
+    >>> matrix = Int8Matrix(out_dim=3, in_dim=2)
+    >>> matrix.assign(np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]], np.float32))
+    >>> matrix(tf.constant([[1.0, 1.0]])).numpy().round(2).tolist()
+    [[1.0, 2.0, 2.0]]
+    """
+
+    def __init__(self, out_dim, in_dim, panel_rows=None, **kwargs):
+        kwargs.setdefault("trainable", False)
+        # Computes in the inputs' dtype (its owner's compute dtype); never casts them.
+        kwargs["autocast"] = False
+        super().__init__(**kwargs)
+        self.out_dim = int(out_dim)
+        self.in_dim = int(in_dim)
+        self.panel_rows = int(panel_rows or int8_panel_rows(self.out_dim, self.in_dim))
+        self.num_panels = -(-self.out_dim // self.panel_rows)
+        if self.num_panels < 2:
+            raise ValueError(
+                f"Int8Matrix needs at least two panels (out_dim {self.out_dim}, "
+                f"panel_rows {self.panel_rows})"
+            )
+        self.panels = self.add_weight(
+            shape=(self.num_panels, self.panel_rows, self.in_dim),
+            initializer="zeros",
+            dtype="int8",
+            trainable=False,
+            name="panels",
+        )
+        self.scale = self.add_weight(
+            shape=(self.out_dim,), initializer="ones", dtype="float32", trainable=False,
+            name="scale",
+        )
+        self.built = True
+
+    def assign(self, matrix_oi):
+        """Quantises an `[out_dim, in_dim]` float matrix into the variables."""
+        matrix_oi = np.asarray(keras.ops.convert_to_numpy(matrix_oi), np.float32)
+        if matrix_oi.shape != (self.out_dim, self.in_dim):
+            raise ValueError(
+                f"{self.name}: expected an [{self.out_dim}, {self.in_dim}] matrix, "
+                f"got {list(matrix_oi.shape)}"
+            )
+        values, scale = quantize_rows(matrix_oi)
+        padded = np.zeros((self.num_panels * self.panel_rows, self.in_dim), np.int8)
+        padded[: self.out_dim] = values
+        self.panels.assign(padded.reshape(self.num_panels, self.panel_rows, self.in_dim))
+        self.scale.assign(scale)
+
+    def dequantized(self):
+        """The `[out_dim, in_dim]` float32 matrix the int8 values stand for."""
+        values = tf.reshape(tf.cast(self.panels, tf.float32), [-1, self.in_dim])
+        return values[: self.out_dim] * self.scale[:, tf.newaxis]
+
+    def dequantized_rows(self, row_ids):
+        """`[len(row_ids), in_dim]` float32: the rows `row_ids` of `dequantized()`."""
+        values = tf.gather(tf.reshape(self.panels, [-1, self.in_dim]), row_ids)
+        return tf.cast(values, tf.float32) * tf.gather(self.scale, row_ids)[:, tf.newaxis]
+
+    def call(self, inputs):
+        inputs = tf.convert_to_tensor(inputs)
+        if inputs.shape.rank is None or inputs.shape[-1] != self.in_dim:
+            raise ValueError(
+                f"{self.name}: inputs must end in {self.in_dim} features, got {inputs.shape}"
+            )
+        leading_shape = tf.shape(inputs)[:-1]
+        inputs_ri = tf.reshape(inputs, [-1, self.in_dim])
+        panels = self.panels.value if hasattr(self.panels, "value") else self.panels
+        num_panels, panel_rows = self.num_panels, self.panel_rows
+
+        def body(index, products):
+            panel_pi = tf.cast(tf.gather(panels, index), inputs_ri.dtype)
+            return index + 1, products.write(index, tf.matmul(inputs_ri, panel_pi, transpose_b=True))
+
+        products = tf.TensorArray(inputs_ri.dtype, size=num_panels,
+                                  element_shape=[None, panel_rows])
+        _, products = tf.while_loop(lambda index, _: index < num_panels, body,
+                                    (tf.constant(0), products))
+        products_nrp = products.stack()  # [panels, rows, panel_rows]
+        outputs_ro = tf.reshape(tf.transpose(products_nrp, [1, 0, 2]),
+                                [-1, num_panels * panel_rows])[:, : self.out_dim]
+        outputs_ro = outputs_ro * tf.cast(self.scale, outputs_ro.dtype)
+        return tf.reshape(outputs_ro, tf.concat([leading_shape, [self.out_dim]], axis=0))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.out_dim,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"out_dim": self.out_dim, "in_dim": self.in_dim, "panel_rows": self.panel_rows}
+        )
+        return config
