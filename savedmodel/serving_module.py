@@ -28,6 +28,7 @@ import tensorflow as tf
 from savedmodel import model_graph, request_checks, xla_padding
 from savedmodel.search_graph import ExportedSearch
 from savedmodel.text_codec import TextCodec, tokenizer_resources
+from tfmodels.generation.vocabulary import undecodable_token_ids
 
 MODEL_SIGNATURES = ("serving_default", "generate_with_options", "score", "encode")
 TEXT_SIGNATURES = ("tokenize", "detokenize")
@@ -73,13 +74,21 @@ class ServingModule(tf.Module):
     def __init__(self, model, tokenizer, settings):
         super().__init__(name="tfmodels_serving")
         codec = TextCodec(tokenizer, settings.max_source_length, settings.max_target_length)
-        default_search = ExportedSearch(model, settings.generation_options())
+        # Ids the model has rows for but the tokenizer cannot write out (a vocabulary padded
+        # past the tokenizer) are never generated, so no request fails on them.
+        suppressed = undecodable_token_ids(tokenizer, model.config.vocab_size)
+
+        def search_for(max_new_tokens=None):
+            options = settings.generation_options(max_new_tokens)
+            if suppressed:
+                options["suppress_tokens"] = suppressed
+            return ExportedSearch(model, options)
+
+        default_search = search_for()
         if settings.max_new_tokens_limit == settings.max_new_tokens:
             options_search = default_search
         else:
-            options_search = ExportedSearch(
-                model, settings.generation_options(settings.max_new_tokens_limit)
-            )
+            options_search = search_for(settings.max_new_tokens_limit)
         # Plain Python state, kept out of SavedModel tracking on purpose: the graphs
         # capture the model's variables, which are tracked below, not the Keras objects.
         self._parts = types.SimpleNamespace(

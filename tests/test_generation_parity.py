@@ -5,7 +5,8 @@ steps, token-for-token identical ids and beam `sequences_scores` within 1e-4:
 greedy, `min_new_tokens`, `no_repeat_ngram_size`, `repetition_penalty` (> 1 and < 1),
 beam search (length penalties 0.6 / 1.5 / 2.0, early_stopping True / False / "never",
 `num_return_sequences`), beam search with all processors, forced BOS (scalar and per
-example) for M2M100, a decoder prompt, and the reference's default length.
+example) for M2M100, `suppress_tokens`, a decoder prompt, and the reference's default
+length.
 Cases are grouped so that each group shares one compiled function.
 """
 
@@ -77,6 +78,26 @@ def test_beam_with_every_processor(pair, family):
     if family == "m2m100":
         _check(pair, family, "beam3_all_processors_forced_bos",
                dict(options, forced_bos_token_id="per_row"))
+
+
+@pytest.mark.parametrize("family", sorted(support.FAMILIES))
+def test_suppress_tokens(pair, family):
+    """`suppress_tokens` (greedy and beam): the tokens unsuppressed greedy uses most are
+    never generated, and everything else follows the reference."""
+    reference, _ = pair(family)
+    plain = support.reference_case(reference, family, *support.source_batch(family),
+                                   dict(max_new_tokens=12))
+    eos, pad = support.FAMILIES[family][2], support.FAMILIES[family][3]
+    generated = np.array([t for row in plain for ids, _ in row for t in ids[1:]
+                          if t not in (eos, pad)])
+    counts = np.bincount(generated, minlength=64)
+    suppressed = [int(token) for token in np.argsort(-counts)[:4] if counts[token] > 0]
+    assert suppressed  # not vacuous: greedy did use these tokens
+    for name, options in (("greedy", dict(max_new_tokens=12)),
+                          ("beam3", dict(max_new_tokens=12, num_beams=3))):
+        expected = _check(pair, family, f"suppress_{name}", dict(options, suppress_tokens=suppressed))
+        tokens = [t for row in expected for ids, _ in row for t in ids[1:]]
+        assert not set(tokens) & set(suppressed)
 
 
 def test_decoder_prompt_and_default_length(pair):

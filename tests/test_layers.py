@@ -11,7 +11,9 @@ import tensorflow as tf
 
 import tfmodels.layers as layers_module
 from tfmodels.layers import (
+    Dense,
     FeedForward,
+    Int8Matrix,
     MultiHeadAttention,
     RelativePositionBias,
     RMSNorm,
@@ -240,6 +242,14 @@ def _call(layer, inputs):
 
 
 LAYER_CASES = {
+    "Dense": (
+        lambda: Dense(12, use_bias=True, activation="relu", name="dense"),
+        lambda: _hidden(),
+    ),
+    "Int8Matrix": (
+        lambda: Int8Matrix(out_dim=12, in_dim=16, name="int8_matrix"),
+        lambda: _hidden(),
+    ),
     "MultiHeadAttention": (
         lambda: MultiHeadAttention(num_heads=2, head_dim=6, hidden_dim=16, use_bias=True,
                                    scale_queries=True, dropout=0.1, name="attention"),

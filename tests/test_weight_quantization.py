@@ -51,9 +51,16 @@ def test_panel_rows_keep_at_least_two_cache_sized_panels(out_dim, in_dim):
         int8_panel_rows(1, in_dim)
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("path", ["xla", "graph", "graph-panels"])
 @pytest.mark.parametrize("out_dim,panel_rows", [(40, None), (37, 8), (64, 32)])
-def test_int8_matrix_multiplies_by_its_dequantised_matrix(out_dim, panel_rows, jit_compile):
+def test_int8_matrix_multiplies_by_its_dequantised_matrix(out_dim, panel_rows, path, monkeypatch):
+    """XLA always loops over panels; a plain graph widens small matrices at once and loops
+    only over large ones ("graph-panels" lowers that size limit to take the loop)."""
+    from tfmodels.layers import int8_matrix
+
+    if path == "graph-panels":
+        monkeypatch.setattr(int8_matrix, "PLAIN_GRAPH_LOOP_MIN_ELEMENTS", 0)
+    jit_compile = path == "xla"
     rng = np.random.default_rng(1)
     matrix = rng.standard_normal((out_dim, 24)).astype(np.float32)
     layer = Int8Matrix(out_dim, 24, panel_rows=panel_rows)

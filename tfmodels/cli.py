@@ -89,6 +89,11 @@ class Translator:
             from tfmodels.tokenizers import T5Tokenizer
 
             self.tokenizer = T5Tokenizer.from_pretrained(checkpoint)
+        from tfmodels.generation import undecodable_token_ids
+
+        # Ids the model has rows for but the tokenizer cannot write out are never generated.
+        self.suppressed_token_ids = undecodable_token_ids(self.tokenizer,
+                                                          self.model.config.vocab_size)
         self.load_seconds = time.perf_counter() - started
         examples_path = os.path.join(checkpoint, DEMO_EXAMPLES_FILE)
         self.demo_info = {}
@@ -128,6 +133,8 @@ class Translator:
         import tensorflow as tf
 
         options = {"max_new_tokens": int(max_new_tokens)}
+        if self.suppressed_token_ids:
+            options["suppress_tokens"] = self.suppressed_token_ids
         if num_beams is not None:
             options["num_beams"] = int(num_beams)
         if self.is_m2m100:

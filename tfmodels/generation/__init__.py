@@ -15,7 +15,7 @@ from tfmodels.generation.generate import (
 )
 from tfmodels.generation.generation_config import GENERATION_CONFIG_NAME, GenerationConfig
 from tfmodels.generation.graph import generate_graph
-from tfmodels.generation.vocabulary import output_vocabulary
+from tfmodels.generation.vocabulary import output_vocabulary, undecodable_token_ids
 
 __all__ = [
     "GENERATION_CONFIG_NAME",
@@ -27,5 +27,6 @@ __all__ = [
     "generate",
     "generate_graph",
     "output_vocabulary",
+    "undecodable_token_ids",
     "trace_count",
 ]

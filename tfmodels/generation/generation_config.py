@@ -6,6 +6,8 @@ import json
 import os
 from typing import Any, Dict, Optional, Sequence, Union
 
+import numpy as np
+
 GENERATION_CONFIG_NAME = "generation_config.json"
 
 # Options of the reference that this package does not implement, with the value that means
@@ -25,7 +27,6 @@ UNSUPPORTED_OPTIONS = {
     "force_words_ids": None,
     "constraints": None,
     "sequence_bias": None,
-    "suppress_tokens": None,
     "begin_suppress_tokens": None,
     "exponential_decay_length_penalty": None,
     "guidance_scale": None,
@@ -101,6 +102,7 @@ class GenerationConfig:
     no_repeat_ngram_size: int = 0
     forced_bos_token_id: Any = None
     forced_eos_token_id: Optional[int] = None
+    suppress_tokens: Optional[Sequence[int]] = None
     # Output.
     output_scores: bool = False
     return_dict_in_generate: bool = False
@@ -283,6 +285,16 @@ class GenerationConfig:
                 raise ValueError(
                     f"`eos_token_id` must be a token id or a list of them, got {self.eos_token_id!r}"
                 )
+
+        if self.suppress_tokens is not None and (
+            isinstance(self.suppress_tokens, (str, bytes))
+            or not hasattr(self.suppress_tokens, "__iter__")
+            or any(isinstance(t, bool) or not isinstance(t, (int, np.integer))
+                   for t in self.suppress_tokens)
+        ):
+            raise ValueError(
+                f"`suppress_tokens` must be a list of token ids, got {self.suppress_tokens!r}"
+            )
 
     @property
     def eos_token_ids(self):

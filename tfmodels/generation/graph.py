@@ -12,6 +12,7 @@ import tensorflow as tf
 from tfmodels.generation import random as gen_random
 from tfmodels.generation import search
 from tfmodels.generation.logits_processors import LogitsProcessing, ProcessorValues
+from tfmodels.layers.int8_matrix import in_xla_context, widened_int8_matrices
 from tfmodels.generation.options import (
     make_plan,
     resolve_generation_config,
@@ -151,6 +152,18 @@ def _repeat_rows(tensor, times):
 
 
 def run_search(model, plan, inputs):
+    """Encoder + decoding loop for one `SearchPlan` (see `_run_search`).
+
+    Without XLA, a weight-quantised model's int8 matrices are widened to float once per
+    call, before the loop (a plain graph pays about a millisecond per inner loop, which
+    makes panel-by-panel products per step far slower than float; XLA keeps the panels).
+    """
+    matrices = [] if in_xla_context() else model.int8_matrices()
+    with widened_int8_matrices(matrices, model.compute_dtype):
+        return _run_search(model, plan, inputs)
+
+
+def _run_search(model, plan, inputs):
     """Encoder + decoding loop for one `SearchPlan`; `inputs` as in `INPUT_DTYPES`.
 
     Returns, with `per_row = num_beams` for beam search (all finished hypotheses, best

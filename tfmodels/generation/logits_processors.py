@@ -163,6 +163,7 @@ class ProcessorSpec:
     top_k: int = 0
     use_top_p: bool = False
     min_tokens_to_keep: int = 1
+    suppress_token_ids: Tuple[int, ...] = ()  # never generated (`suppress_tokens`)
 
 
 @dataclasses.dataclass
@@ -196,6 +197,8 @@ class LogitsProcessing:
         self.spec = spec
         self.values = values
         self.eos_mask = vocab_mask(spec.eos_token_ids, spec.vocab_size)
+        self.suppress_mask = (vocab_mask(spec.suppress_token_ids, spec.vocab_size)
+                              if spec.suppress_token_ids else None)
 
     def __call__(self, scores, sequences, cur_len):
         spec, values = self.spec, self.values
@@ -226,6 +229,9 @@ class LogitsProcessing:
                 ),
                 lambda: scores,
             )
+        if self.suppress_mask is not None:
+            # After the forced tokens, before the sampling warpers (the reference's order).
+            scores = tf.where(self.suppress_mask, tf.constant(float("-inf"), scores.dtype), scores)
         if spec.do_sample:
             if spec.use_temperature:
                 scores = apply_temperature(scores, values.temperature)

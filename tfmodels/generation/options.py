@@ -158,8 +158,15 @@ def make_plan(model, config, lengths, batch_size, source_length, buffer_length,
         fill = pad
     do_sample = bool(config.do_sample)
     min_tokens_to_keep = (len(eos_ids) + 1 if eos_ids else 2) if config.num_beams > 1 else 1
+    vocab_size = int(model.config.vocab_size)
+    suppressed = tuple(sorted({int(token) for token in config.suppress_tokens or ()}))
+    if suppressed and not 0 <= suppressed[0] <= suppressed[-1] < vocab_size:
+        bad = next(t for t in suppressed if not 0 <= t < vocab_size)
+        raise ValueError(
+            f"suppress_tokens holds token id {bad}, outside the vocabulary [0, {vocab_size})"
+        )
     processors = ProcessorSpec(
-        vocab_size=int(model.config.vocab_size),
+        vocab_size=vocab_size,
         eos_token_ids=eos_ids,
         use_repetition_penalty=float(config.repetition_penalty) != 1.0,
         no_repeat_ngram_size=int(config.no_repeat_ngram_size or 0),
@@ -169,6 +176,7 @@ def make_plan(model, config, lengths, batch_size, source_length, buffer_length,
         top_k=int(config.top_k or 0) if do_sample else 0,
         use_top_p=do_sample and config.top_p is not None and float(config.top_p) < 1.0,
         min_tokens_to_keep=min_tokens_to_keep,
+        suppress_token_ids=suppressed,
     )
     return SearchPlan(
         batch_size=batch_size,

@@ -50,3 +50,20 @@ def output_vocabulary(tokenizer, texts, spellable=True, extra_token_ids=()):
             if piece and set(piece) <= characters:
                 kept.add(token_id)
     return np.array(sorted(kept), dtype=np.int32)
+
+
+def undecodable_token_ids(tokenizer, vocab_size):
+    """Sorted ids in `[0, vocab_size)` that `tokenizer.detokenize` rejects: the rows a
+    model's embedding table has past its tokenizer (mT5: 250,112 rows, 250,100 ids).
+
+    Text-out paths pass them as `generate(..., suppress_tokens=ids)`, so a request never
+    fails on an id that has no text.
+
+    Example:
+    >>> undecodable_token_ids(tokenizer, model.config.vocab_size)  # doctest: +SKIP
+    [250100, 250101, ..., 250111]
+    """
+    decodable = tokenizer.decodable_token_ids()
+    if decodable is None:
+        return []
+    return sorted(set(range(int(vocab_size))) - set(int(token) for token in decodable))

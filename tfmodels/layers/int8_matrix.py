@@ -9,8 +9,14 @@ The product is taken panel by panel inside a `tf.while_loop`: each iteration wid
 panel (a few MB) stays in cache, so memory traffic is the int8 bytes. Written as one
 `matmul(x, cast(W))`, XLA on CPU fuses the cast into the product and runs a slow generic
 loop (3-10x slower than float32), and a plain graph materialises the whole float32 copy;
-a loop of at least two panels keeps the cast a separate, cache-sized step.
+a loop of at least two panels keeps the cast a separate, cache-sized step. Without XLA
+(a plain graph, as TF Serving runs by default) small matrices are widened in one step
+instead, since a loop's overhead there outweighs the cast; the plain-graph int8 path is
+slower than float on CPU (`bench/generate.py`, engine `tfmodels-int8-graph`).
 """
+
+import contextlib
+import threading
 
 import keras
 import numpy as np
@@ -19,6 +25,10 @@ import tensorflow as tf
 # Largest widened panel, in elements (8 MB of float32): measured best for 512-4096-wide
 # inputs on a 2-core AVX2 CPU; any size from 2 MB to 16 MB is within 10 %.
 PANEL_ELEMENTS = 2**21
+# Without XLA each `tf.while_loop` costs about a millisecond of executor overhead, more
+# than widening a whole small matrix at once; only matrices at least this large (LM
+# heads) loop over panels there.
+PLAIN_GRAPH_LOOP_MIN_ELEMENTS = 2**24
 MIN_PANEL_ROWS = 16
 INT8_MAX = 127.0
 
@@ -54,6 +64,39 @@ def quantize_rows(matrix_oi):
     scale = np.where(largest > 0, largest / INT8_MAX, 1.0).astype(np.float32)
     values = np.clip(np.rint(matrix_oi / scale[:, None]), -INT8_MAX, INT8_MAX).astype(np.int8)
     return values, scale
+
+
+_widened = threading.local()  # .matrices: {id(Int8Matrix): widened [out, in] tensor}
+
+
+@contextlib.contextmanager
+def widened_int8_matrices(matrices, dtype):
+    """Within the block, calls of `matrices` multiply by float copies of their int8 values
+    made here, once, instead of widening panels at every call.
+
+    For code traced without XLA around a decoding loop (`tf.while_loop` in a plain graph):
+    the copies are made before the loop, so each step runs plain float products, as fast as
+    the float model, while the stored weights stay int8 (a quarter of the bytes at rest).
+    """
+    previous = getattr(_widened, "matrices", None)
+    widened = dict(previous or {})
+    for matrix in matrices:
+        widened[id(matrix)] = matrix.widened_values(dtype)
+    _widened.matrices = widened
+    try:
+        yield
+    finally:
+        _widened.matrices = previous
+
+
+def in_xla_context():
+    """True while tracing code XLA compiles (`tf.function(jit_compile=True)`)."""
+    try:
+        from tensorflow.python.framework import ops
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # private modules moved: take the loop, right on both paths
+        return True
+    return bool(control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
 
 
 @keras.saving.register_keras_serializable(package="tfmodels")
@@ -119,6 +162,11 @@ class Int8Matrix(keras.layers.Layer):
         values = tf.reshape(tf.cast(self.panels, tf.float32), [-1, self.in_dim])
         return values[: self.out_dim] * self.scale[:, tf.newaxis]
 
+    def widened_values(self, dtype):
+        """`[out_dim, in_dim]` int8 values as `dtype` (not yet scaled)."""
+        panels = self.panels.value if hasattr(self.panels, "value") else self.panels
+        return tf.reshape(tf.cast(panels, dtype), [-1, self.in_dim])[: self.out_dim]
+
     def dequantized_rows(self, row_ids):
         """`[len(row_ids), in_dim]` float32: the rows `row_ids` of `dequantized()`."""
         values = tf.gather(tf.reshape(self.panels, [-1, self.in_dim]), row_ids)
@@ -134,6 +182,22 @@ class Int8Matrix(keras.layers.Layer):
         inputs_ri = tf.reshape(inputs, [-1, self.in_dim])
         panels = self.panels.value if hasattr(self.panels, "value") else self.panels
         num_panels, panel_rows = self.num_panels, self.panel_rows
+        widened = (getattr(_widened, "matrices", None) or {}).get(id(self))
+        if widened is None and (
+            not in_xla_context() and self.out_dim * self.in_dim < PLAIN_GRAPH_LOOP_MIN_ELEMENTS
+        ):
+            widened = self.widened_values(inputs_ri.dtype)
+        if widened is not None:
+            widened = tf.cast(widened, inputs_ri.dtype)
+            if inputs_ri.shape[0] == 1:
+                outputs_ro = tf.matmul(inputs_ri, widened, transpose_b=True)
+            else:
+                # (W x^T)^T walks the [out, in] matrix along its rows; x W^T makes the plain
+                # graph's CPU kernel walk it against its layout (several times slower at 4+
+                # rows, while faster for a single row).
+                outputs_ro = tf.transpose(tf.matmul(widened, inputs_ri, transpose_b=True))
+            outputs_ro = outputs_ro * tf.cast(self.scale, outputs_ro.dtype)
+            return tf.reshape(outputs_ro, tf.concat([leading_shape, [self.out_dim]], axis=0))
 
         def body(index, products):
             panel_pi = tf.cast(tf.gather(panels, index), inputs_ri.dtype)

@@ -399,6 +399,14 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
             self._tracker.lock()
         self._forget_compiled_functions()
 
+    def int8_matrices(self):
+        """The `Int8Matrix` layers `quantize_weights` created (empty when not quantised)."""
+        matrices = [layer.int8_kernel for layer in self.quantized_dense_layers()
+                    if layer.int8_kernel is not None]
+        if self.int8_tied_head is not None:
+            matrices.append(self.int8_tied_head)
+        return matrices
+
     @property
     def weight_quantization(self):
         """`"int8"` after `quantize_weights("int8")`, else None."""
