@@ -9,10 +9,13 @@ The product is taken panel by panel inside a `tf.while_loop`: each iteration wid
 panel (a few MB) stays in cache, so memory traffic is the int8 bytes. Written as one
 `matmul(x, cast(W))`, XLA on CPU fuses the cast into the product and runs a slow generic
 loop (3-10x slower than float32), and a plain graph materialises the whole float32 copy;
-a loop of at least two panels keeps the cast a separate, cache-sized step. Without XLA
-(a plain graph, as TF Serving runs by default) small matrices are widened in one step
-instead, since a loop's overhead there outweighs the cast; the plain-graph int8 path is
-slower than float on CPU (`bench/generate.py`, engine `tfmodels-int8-graph`).
+a loop of at least two panels keeps the cast a separate, cache-sized step.
+
+Without XLA (a plain graph, as TF Serving runs by default) a loop costs about a
+millisecond of executor overhead, so small matrices are widened in one step, and
+generation widens every matrix once per call before its decoding loop
+(`widened_int8_matrices`): 0.8-0.9x of the float model's plain-graph speed
+(`bench/generate.py`, engine `tfmodels-int8-graph`), with int8 weights at rest.
 """
 
 import contextlib
