@@ -79,8 +79,8 @@ def test_eval_callback_in_fit_logs_scores_for_early_stopping():
 
 def test_eval_callback_survives_ids_the_tokenizer_cannot_decode():
     """mT5-style padded vocabulary: the model has more rows than the tokenizer has ids and
-    (untrained) emits one of the extra ids; the callback regenerates that batch among the
-    decodable ids instead of stopping the fit with a detokenize error."""
+    (untrained) emits one of the extra ids; the callback generates with the extra ids
+    suppressed instead of stopping the fit with a detokenize error."""
     tokenizer = T5Tokenizer.from_pretrained(MT5_TOKENIZER_DIR)
     decodable = tokenizer.decodable_token_ids()
     extra_id = int(decodable[-1]) + 5

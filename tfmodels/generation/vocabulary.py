@@ -56,14 +56,16 @@ def undecodable_token_ids(tokenizer, vocab_size):
     """Sorted ids in `[0, vocab_size)` that `tokenizer.detokenize` rejects: the rows a
     model's embedding table has past its tokenizer (mT5: 250,112 rows, 250,100 ids).
 
-    Text-out paths pass them as `generate(..., suppress_tokens=ids)`, so a request never
-    fails on an id that has no text.
+    Text-out paths (`tfmodels translate`, SavedModel exports, `GenerationEvalCallback`)
+    pass them as `generate(..., suppress_tokens=ids)`, so they never fail on an id that
+    has no text. A tokenizer without `decodable_token_ids` is taken to decode every id.
 
     Example:
     >>> undecodable_token_ids(tokenizer, model.config.vocab_size)  # doctest: +SKIP
     [250100, 250101, ..., 250111]
     """
-    decodable = tokenizer.decodable_token_ids()
+    decodable_token_ids = getattr(tokenizer, "decodable_token_ids", None)
+    decodable = decodable_token_ids() if callable(decodable_token_ids) else None
     if decodable is None:
         return []
     return sorted(set(range(int(vocab_size))) - set(int(token) for token in decodable))

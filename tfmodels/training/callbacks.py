@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfmodels.generation.vocabulary import undecodable_token_ids
 from tfmodels.training.scoring import corpus_bleu, corpus_chrf
 
 # ------------------------------------------------------------------------------- backups
@@ -171,24 +172,13 @@ class GenerationEvalCallback(keras.callbacks.Callback):
         labels = tf.where(labels < 0, pad, labels)  # -100 -> pad, skipped as special
         return self._strings(self.tokenizer.detokenize(labels, skip_special_tokens=True))
 
-    def _generate(self, batch, options):
-        sequences = self.model.generate(
-            batch["input_ids"], attention_mask=batch.get("attention_mask"),
-            max_new_tokens=self.max_new_tokens, **options,
-        )
-        return getattr(sequences, "sequences", sequences)
-
-    def _decodable_ids(self):
-        ids = getattr(self.tokenizer, "decodable_token_ids", None)
-        ids = ids() if callable(ids) else None
-        if ids is None or len(ids) >= int(self.model.config.vocab_size):
-            return None
-        return ids
-
     def generate_and_score(self):
         """Runs generation over the dataset; returns `{metric: score}`."""
         hypotheses, references = [], []
-        decodable = self._decodable_ids()
+        # A model whose vocabulary is larger than the tokenizer's (mT5's padded head, an
+        # untrained head) could produce ids nothing can decode: never generate them, as
+        # the text paths do, instead of failing the fit.
+        suppressed = undecodable_token_ids(self.tokenizer, self.model.config.vocab_size)
         for index, batch in enumerate(self.dataset):
             if self.max_batches is not None and index >= self.max_batches:
                 break
@@ -196,13 +186,14 @@ class GenerationEvalCallback(keras.callbacks.Callback):
             forced = batch.get("forced_bos_token_id", self.forced_bos_token_id)
             if forced is not None:
                 options["forced_bos_token_id"] = forced
-            sequences = self._generate(batch, options)
-            if (decodable is not None and "output_token_ids" not in options
-                    and not np.isin(np.asarray(sequences), decodable).all()):
-                # The model's vocabulary is larger than the tokenizer's and it produced an
-                # id nothing can decode (an untrained or padded head does): generate this
-                # batch again among the decodable ids instead of failing the fit.
-                sequences = self._generate(batch, dict(options, output_token_ids=decodable))
+            if suppressed:
+                options["suppress_tokens"] = sorted(
+                    set(suppressed) | set(options.get("suppress_tokens") or ()))
+            sequences = self.model.generate(
+                batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                max_new_tokens=self.max_new_tokens, **options,
+            )
+            sequences = getattr(sequences, "sequences", sequences)
             decoded = self.tokenizer.detokenize(
                 tf.convert_to_tensor(sequences, tf.int32), skip_special_tokens=True
             )
