@@ -12,7 +12,6 @@ import tensorflow as tf
 from tfmodels.generation import random as gen_random
 from tfmodels.generation import search
 from tfmodels.generation.logits_processors import LogitsProcessing, ProcessorValues
-from tfmodels.layers.int8_matrix import in_xla_context, widened_int8_matrices
 from tfmodels.generation.options import (
     make_plan,
     resolve_generation_config,
@@ -20,6 +19,7 @@ from tfmodels.generation.options import (
     runtime_values,
     special_tokens,
 )
+from tfmodels.layers.int8_matrix import in_xla_context, widened_int8_matrices
 
 # Names and dtypes of the tensors a compiled search takes (shapes follow the plan).
 INPUT_DTYPES = {

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from tfmodels.layers.int8_matrix import Int8Matrix
+from tfmodels.layers.int8_matrix import attach_int8_matrix, detach_int8_matrix
 
 WEIGHT_QUANTIZATION_MODES = ("int8",)
 
@@ -42,23 +42,12 @@ class Dense(keras.layers.Dense):
         if not self.built:
             raise ValueError(f"{self.name}: build the layer before quantising its weights")
         in_dim, out_dim = self.kernel.shape
-        if self.int8_kernel is None:
-            # Keras locks a built layer's tracking; the int8 copy must be tracked so that
-            # exports (SavedModel) capture its variables.
-            self._tracker.unlock()
-            self.int8_kernel = Int8Matrix(out_dim, in_dim, dtype=self.dtype_policy,
-                                          name="int8_kernel")
-            self._tracker.lock()
-        self.int8_kernel.assign(np.transpose(keras.ops.convert_to_numpy(self.kernel)))
+        matrix = attach_int8_matrix(self, "int8_kernel", out_dim, in_dim)
+        matrix.assign(np.transpose(keras.ops.convert_to_numpy(self.kernel)))
 
     def remove_weight_quantization(self):
         """Drops the int8 copy: calls use the float kernel again."""
-        if self.int8_kernel is None:
-            return
-        self._tracker.unlock()
-        self._layers.remove(self.int8_kernel)
-        del self.int8_kernel  # back to the class default, None
-        self._tracker.lock()
+        detach_int8_matrix(self, "int8_kernel")
 
     @property
     def weight_quantization(self):

@@ -102,6 +102,41 @@ def in_xla_context():
     return bool(control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
 
 
+def _widened_product(inputs_ri, widened_oi):
+    """`inputs [rows, in] @ widened [out, in]^T`, oriented for the plain-graph CPU kernel."""
+    if inputs_ri.shape[0] == 1:
+        return tf.matmul(inputs_ri, widened_oi, transpose_b=True)
+    # (W x^T)^T walks the [out, in] matrix along its rows; x W^T makes the plain graph's
+    # CPU kernel walk it against its layout (several times slower at 4+ rows, while
+    # faster for a single row).
+    return tf.transpose(tf.matmul(widened_oi, inputs_ri, transpose_b=True))
+
+
+def attach_int8_matrix(owner, attribute, out_dim, in_dim):
+    """The `Int8Matrix` at `owner.<attribute>`, created (in `owner`'s dtype policy) if
+    missing. Keras locks a built layer's tracking; the matrix must be tracked so that its
+    variables are saved and exported with the owner's."""
+    matrix = getattr(owner, attribute, None)
+    if matrix is None:
+        owner._tracker.unlock()
+        matrix = Int8Matrix(out_dim, in_dim, dtype=owner.dtype_policy, name=attribute)
+        setattr(owner, attribute, matrix)
+        owner._tracker.lock()
+    return matrix
+
+
+def detach_int8_matrix(owner, attribute):
+    """Removes `attach_int8_matrix`'s matrix from `owner` and from its tracked layers; the
+    attribute falls back to its class default (None)."""
+    matrix = getattr(owner, attribute, None)
+    if matrix is None:
+        return
+    owner._tracker.unlock()
+    owner._layers.remove(matrix)
+    delattr(owner, attribute)
+    owner._tracker.lock()
+
+
 @keras.saving.register_keras_serializable(package="tfmodels")
 class Int8Matrix(keras.layers.Layer):
     """An `[out_dim, in_dim]` matrix kept as int8 panels plus per-row float32 scales;
@@ -162,13 +197,11 @@ class Int8Matrix(keras.layers.Layer):
 
     def dequantized(self):
         """The `[out_dim, in_dim]` float32 matrix the int8 values stand for."""
-        values = tf.reshape(tf.cast(self.panels, tf.float32), [-1, self.in_dim])
-        return values[: self.out_dim] * self.scale[:, tf.newaxis]
+        return self.widened_values(tf.float32) * self.scale[:, tf.newaxis]
 
     def widened_values(self, dtype):
         """`[out_dim, in_dim]` int8 values as `dtype` (not yet scaled)."""
-        panels = self.panels.value if hasattr(self.panels, "value") else self.panels
-        return tf.reshape(tf.cast(panels, dtype), [-1, self.in_dim])[: self.out_dim]
+        return tf.reshape(tf.cast(self.panels, dtype), [-1, self.in_dim])[: self.out_dim]
 
     def dequantized_rows(self, row_ids):
         """`[len(row_ids), in_dim]` float32: the rows `row_ids` of `dequantized()`."""
@@ -183,24 +216,22 @@ class Int8Matrix(keras.layers.Layer):
             )
         leading_shape = tf.shape(inputs)[:-1]
         inputs_ri = tf.reshape(inputs, [-1, self.in_dim])
-        panels = self.panels.value if hasattr(self.panels, "value") else self.panels
-        num_panels, panel_rows = self.num_panels, self.panel_rows
         widened = (getattr(_widened, "matrices", None) or {}).get(id(self))
         if widened is None and (
             not in_xla_context() and self.out_dim * self.in_dim < PLAIN_GRAPH_LOOP_MIN_ELEMENTS
         ):
             widened = self.widened_values(inputs_ri.dtype)
         if widened is not None:
-            widened = tf.cast(widened, inputs_ri.dtype)
-            if inputs_ri.shape[0] == 1:
-                outputs_ro = tf.matmul(inputs_ri, widened, transpose_b=True)
-            else:
-                # (W x^T)^T walks the [out, in] matrix along its rows; x W^T makes the plain
-                # graph's CPU kernel walk it against its layout (several times slower at 4+
-                # rows, while faster for a single row).
-                outputs_ro = tf.transpose(tf.matmul(widened, inputs_ri, transpose_b=True))
-            outputs_ro = outputs_ro * tf.cast(self.scale, outputs_ro.dtype)
-            return tf.reshape(outputs_ro, tf.concat([leading_shape, [self.out_dim]], axis=0))
+            outputs_ro = _widened_product(inputs_ri, tf.cast(widened, inputs_ri.dtype))
+        else:
+            outputs_ro = self._panel_product(inputs_ri)
+        outputs_ro = outputs_ro * tf.cast(self.scale, outputs_ro.dtype)
+        return tf.reshape(outputs_ro, tf.concat([leading_shape, [self.out_dim]], axis=0))
+
+    def _panel_product(self, inputs_ri):
+        """`[rows, out_dim]` unscaled, one widened panel per loop iteration."""
+        panels = self.panels.value if hasattr(self.panels, "value") else self.panels
+        num_panels, panel_rows = self.num_panels, self.panel_rows
 
         def body(index, products):
             panel_pi = tf.cast(tf.gather(panels, index), inputs_ri.dtype)
@@ -211,10 +242,8 @@ class Int8Matrix(keras.layers.Layer):
         _, products = tf.while_loop(lambda index, _: index < num_panels, body,
                                     (tf.constant(0), products))
         products_nrp = products.stack()  # [panels, rows, panel_rows]
-        outputs_ro = tf.reshape(tf.transpose(products_nrp, [1, 0, 2]),
-                                [-1, num_panels * panel_rows])[:, : self.out_dim]
-        outputs_ro = outputs_ro * tf.cast(self.scale, outputs_ro.dtype)
-        return tf.reshape(outputs_ro, tf.concat([leading_shape, [self.out_dim]], axis=0))
+        return tf.reshape(tf.transpose(products_nrp, [1, 0, 2]),
+                          [-1, num_panels * panel_rows])[:, : self.out_dim]
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.out_dim,)

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmodels.layers.dense import Dense, check_weight_quantization_mode
-from tfmodels.layers.int8_matrix import Int8Matrix
+from tfmodels.layers.int8_matrix import attach_int8_matrix, detach_int8_matrix
 from tfmodels.layers.relative_position_bias import RelativePositionBias
 from tfmodels.layers.rms_norm import RMSNorm
 from tfmodels.layers.transformer_stack import TransformerStack
@@ -378,25 +378,15 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
             layer.quantize_weights(mode)
         if self.lm_head is None:
             embeddings = self.token_embedding.embeddings
-            if self.int8_tied_head is None:
-                self._tracker.unlock()
-                self.int8_tied_head = Int8Matrix(
-                    embeddings.shape[0], embeddings.shape[1], dtype=self.dtype_policy,
-                    name="int8_tied_head",
-                )
-                self._tracker.lock()
-            self.int8_tied_head.assign(embeddings)
+            matrix = attach_int8_matrix(self, "int8_tied_head", *embeddings.shape)
+            matrix.assign(embeddings)
         self._forget_compiled_functions()
 
     def remove_weight_quantization(self):
         """Back to the float weights for every layer `quantize_weights` converted."""
         for layer in self.quantized_dense_layers():
             layer.remove_weight_quantization()
-        if self.int8_tied_head is not None:
-            self._tracker.unlock()
-            self._layers.remove(self.int8_tied_head)
-            del self.int8_tied_head
-            self._tracker.lock()
+        detach_int8_matrix(self, "int8_tied_head")
         self._forget_compiled_functions()
 
     def int8_matrices(self):
