@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from tfmodels.layers.dense import Dense
+from tfmodels.layers.shapes import dimension, dimensions
 from tfmodels.layers.initializers import (
     clone_initializer,
     get_optional_initializer,
@@ -103,8 +104,7 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def _split_heads(self, projected):
         # [batch, length, heads * head_dim] -> [batch, heads, length, head_dim]
-        batch = tf.shape(projected)[0]
-        length = tf.shape(projected)[1]
+        batch, length, _ = dimensions(projected)
         split = tf.reshape(projected, [batch, length, self.num_heads, self.head_dim])
         return tf.transpose(split, [0, 2, 1, 3])
 
@@ -156,8 +156,7 @@ class MultiHeadAttention(keras.layers.Layer):
         weights_bhqk = tf.cast(weights_bhqk, query_bhqd.dtype)
         dropped_bhqk = self.dropout_layer(weights_bhqk, training=training)
         context_bhqd = tf.matmul(dropped_bhqk, value_bhkd)
-        batch = tf.shape(context_bhqd)[0]
-        query_length = tf.shape(context_bhqd)[2]
+        batch, _, query_length, _ = dimensions(context_bhqd)
         context = tf.reshape(
             tf.transpose(context_bhqd, [0, 2, 1, 3]),
             [batch, query_length, self.num_heads * self.head_dim],
@@ -196,8 +195,8 @@ def _dynamic_update_slice(tensor, update, start_indices):
     decoding paths. The values written are exactly `update`.
     """
     position = tf.cast(start_indices[2], tf.int32)
-    cache_len = tf.shape(tensor)[2]
-    new_len = update.shape[2] if update.shape[2] is not None else tf.shape(update)[2]
+    cache_len = dimension(tensor, 2)
+    new_len = dimension(update, 2)
     slots = tf.range(cache_len, dtype=tf.int32)
     in_window = tf.logical_and(slots >= position, slots < position + new_len)
     if update.shape[2] == 1:

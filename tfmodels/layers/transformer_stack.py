@@ -9,6 +9,7 @@ from tfmodels.layers.initializers import (
     serialize_optional_initializer,
 )
 from tfmodels.layers.relative_position_bias import RelativePositionBias
+from tfmodels.layers.shapes import dimension
 from tfmodels.layers.transformer_layer import TransformerLayer, make_norm
 
 
@@ -168,9 +169,9 @@ class TransformerStack(keras.layers.Layer):
         """Returns a dict with `last_hidden_state` and, when asked, `hidden_states`,
         `attentions`, `cross_attentions`; `caches` holds the updated self-attention caches
         when decoding with them."""
-        query_length = tf.shape(inputs_embeds)[1]
+        query_length = dimension(inputs_embeds, 1)
         if self_attention_caches is not None:
-            key_length = tf.shape(self_attention_caches[0][0])[2]
+            key_length = dimension(self_attention_caches[0][0], 2)
             query_offset = tf.cast(cache_index, tf.int32)
         else:
             key_length = query_length

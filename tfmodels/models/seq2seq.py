@@ -16,6 +16,7 @@ import tensorflow as tf
 from tfmodels.layers.dense import Dense, check_weight_quantization_mode
 from tfmodels.layers.int8_matrix import attach_int8_matrix, detach_int8_matrix
 from tfmodels.layers.relative_position_bias import RelativePositionBias
+from tfmodels.layers.shapes import dimension
 from tfmodels.layers.rms_norm import RMSNorm
 from tfmodels.layers.transformer_stack import TransformerStack
 from tfmodels.models.outputs import ModelOutput
@@ -420,7 +421,7 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         every tensor `[batch, heads, length, head_dim]`.
         """
         cache_dtype = cache_dtype or self.compute_dtype
-        batch = tf.shape(encoder_hidden_states)[0]
+        batch = dimension(encoder_hidden_states, 0)
         heads = self.decoder.num_heads
         shape = [batch, heads, max_length, self.decoder.head_dim]
         self_caches, cross_caches = [], []
