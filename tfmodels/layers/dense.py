@@ -2,10 +2,8 @@
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from tfmodels.layers.int8_matrix import attach_int8_matrix, detach_int8_matrix
-from tfmodels.layers.shapes import dimensions
 
 WEIGHT_QUANTIZATION_MODES = ("int8",)
 
@@ -57,33 +55,17 @@ class Dense(keras.layers.Dense):
         return None if self.int8_kernel is None else "int8"
 
     def call(self, inputs, training=None):
-        inputs = keras.ops.convert_to_tensor(inputs, self.compute_dtype)
         if self.int8_kernel is None:
-            outputs = self._float_product(inputs)
-        elif training:
+            return super().call(inputs, training=training)
+        if training:
             raise ValueError(
                 f"{self.name} reads int8 weights, which cannot be trained; call "
                 "model.remove_weight_quantization() before training"
             )
-        else:
-            outputs = self.int8_kernel(inputs)
+        inputs = keras.ops.convert_to_tensor(inputs, self.compute_dtype)
+        outputs = self.int8_kernel(inputs)
         if self.use_bias:
-            outputs = outputs + tf.cast(self.bias, outputs.dtype)
+            outputs = outputs + keras.ops.cast(self.bias, outputs.dtype)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
-
-    def _float_product(self, inputs):
-        """`inputs [..., in] @ kernel [in, out]`, as a 2-D product between two reshapes.
-
-        Keras' own `Dense` contracts rank-3 inputs with `tensordot`, which adds about
-        fifteen shape ops per call; over every projection of an encoder, a decoding step
-        and their gradients that is thousands of graph ops, seconds of tracing and XLA
-        conversion. The reshapes use static sizes where they are known.
-        """
-        kernel = tf.cast(self.kernel, inputs.dtype)
-        if inputs.shape.rank == 2:
-            return tf.matmul(inputs, kernel)
-        leading = dimensions(inputs)[:-1]
-        inputs_ri = tf.reshape(inputs, [-1, kernel.shape[0]])
-        return tf.reshape(tf.matmul(inputs_ri, kernel), leading + [kernel.shape[1]])
