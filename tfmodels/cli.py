@@ -269,6 +269,9 @@ def _add_generation_arguments(parser):
     parser.add_argument("--quantize", choices=["int8"], default=None,
                         help="weight-only int8 decoding (model.quantize_weights): faster "
                         "on CPU, outputs may differ slightly from the float model")
+    parser.add_argument("--xla-cache", metavar="DIR", default=None,
+                        help="keep compiled generation programs in DIR and reuse them in "
+                        "later runs (a persistent XLA compilation cache)")
 
 
 def cmd_export(args):
@@ -327,6 +330,11 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "xla_cache", None):
+            # Before any TensorFlow op: TensorFlow reads its XLA flags once, at its first op.
+            from tfmodels.generation import use_persistent_compilation_cache
+
+            use_persistent_compilation_cache(args.xla_cache)
         return args.handler(args)
     except (FileNotFoundError, ValueError, TypeError, ImportError) as error:
         print(f"tfmodels {args.command}: error: {error}", file=sys.stderr)

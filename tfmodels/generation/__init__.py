@@ -2,9 +2,11 @@
 
 `generate(model, input_ids, ...)` (also `model.generate(...)`) mirrors the reference's
 `generate` options and output layout and runs as one compiled graph per shape bucket;
-`generate_graph` is the same computation for exporters.
+`generate_graph` is the same computation for exporters;
+`use_persistent_compilation_cache(directory)` keeps compiled searches across processes.
 """
 
+from tfmodels.generation.compilation_cache import use_persistent_compilation_cache
 from tfmodels.generation.generate import (
     GenerateOutput,
     bucket_size,
@@ -29,4 +31,5 @@ __all__ = [
     "output_vocabulary",
     "undecodable_token_ids",
     "trace_count",
+    "use_persistent_compilation_cache",
 ]
