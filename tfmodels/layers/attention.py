@@ -4,12 +4,12 @@ import keras
 import tensorflow as tf
 
 from tfmodels.layers.dense import Dense
-from tfmodels.layers.shapes import dimension, dimensions
 from tfmodels.layers.initializers import (
     clone_initializer,
     get_optional_initializer,
     serialize_optional_initializer,
 )
+from tfmodels.layers.shapes import dimension, dimensions
 
 # Additive bias for masked positions. The most negative float32, as the reference uses, so
 # a row with every key masked degrades to a uniform average instead of NaN.
