@@ -292,6 +292,79 @@ LAYER_CASES = {
 }
 
 
+# ----------------------------------------------------------------- Dense kernel layouts
+def _out_in_and_in_out_twins(dtype=None):
+    """A `kernel_layout="out_in"` Dense and an `[in, out]` twin holding the same weights."""
+    out_in = Dense(6, kernel_layout="out_in", activation="relu",
+                   bias_initializer="random_normal", dtype=dtype)
+    out_in.build((None, 4))
+    in_out = Dense(6, activation="relu", dtype=dtype)
+    in_out.build((None, 4))
+    in_out.kernel.assign(out_in.kernel.numpy().T)
+    in_out.bias.assign(out_in.bias.numpy())
+    return out_in, in_out
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize("leading", [(), (2,)], ids=["rank2", "rank3"])
+def test_out_in_dense_computes_what_its_in_out_twin_computes(rows, leading):
+    out_in, in_out = _out_in_and_in_out_twins()
+    assert tuple(out_in.kernel.shape) == (6, 4)
+    inputs = tf.random.stateless_normal(leading + (rows, 4), seed=(rows, len(leading)))
+    expected = in_out(inputs).numpy()
+    dynamic = tf.TensorSpec([None] * (len(leading) + 1) + [4], tf.float32)
+    runs = {
+        "eager": out_in(inputs),
+        "xla": tf.function(out_in, jit_compile=True)(inputs),
+        # Unknown rows take the plain graph's (W x^T)^T orientation.
+        "plain graph, dynamic rows": tf.function(out_in, input_signature=[dynamic])(inputs),
+        "plain graph, static rows": tf.function(out_in)(inputs),
+    }
+    for how, outputs in runs.items():
+        assert outputs.shape == leading + (rows, 6), how
+        np.testing.assert_allclose(outputs.numpy(), expected, rtol=1e-5, atol=1e-6, err_msg=how)
+
+
+def test_out_in_dense_gradients_are_the_transposed_twin_gradients():
+    out_in, in_out = _out_in_and_in_out_twins()
+    inputs = tf.random.stateless_normal((2, 3, 4), seed=(1, 2))
+    gradients = []
+    for layer in (out_in, in_out):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(inputs) ** 2)
+        gradients.append(tape.gradient(loss, [layer.kernel, layer.bias]))
+    np.testing.assert_allclose(gradients[0][0].numpy(), gradients[1][0].numpy().T, rtol=1e-5)
+    np.testing.assert_allclose(gradients[0][1].numpy(), gradients[1][1].numpy(), rtol=1e-5)
+
+
+def test_out_in_dense_initializer_sees_the_in_out_shape():
+    """A fan-in initializer scales by the input width, not by the stored first axis."""
+    fan_in_normal = keras.initializers.VarianceScaling(1.0, "fan_in", "untruncated_normal",
+                                                       seed=0)
+    layer = Dense(2048, kernel_layout="out_in", kernel_initializer=fan_in_normal)
+    layer.build((None, 8))
+    assert tuple(layer.kernel.shape) == (2048, 8)
+    assert abs(float(np.std(layer.kernel.numpy())) - 8**-0.5) < 0.02
+
+
+def test_out_in_dense_mixed_precision_and_config():
+    out_in, _ = _out_in_and_in_out_twins(dtype="mixed_bfloat16")
+    assert out_in.kernel.dtype == "float32"
+    assert out_in(tf.ones((2, 4))).dtype == tf.bfloat16
+    assert Dense.from_config(out_in.get_config()).kernel_layout == "out_in"
+
+
+def test_dense_layout_errors_are_named():
+    with pytest.raises(ValueError, match="kernel_layout"):
+        Dense(3, kernel_layout="column_major")
+    layer = Dense(3, kernel_layout="out_in")
+    layer.build((None, 4))
+    with pytest.raises(ValueError, match="LoRA"):
+        layer.enable_lora(2)
+    with pytest.raises(ValueError, match="quantize_weights"):
+        layer.quantize("int8")
+
+
 def test_every_layer_has_a_config_round_trip_case():
     exported = {name for name, value in vars(layers_module).items()
                 if inspect.isclass(value) and issubclass(value, keras.layers.Layer)}
@@ -325,7 +398,8 @@ def test_get_config_from_config_round_trip(name):
 @pytest.mark.parametrize("module_name", ["attention", "feed_forward", "relative_position_bias",
                                          "rms_norm", "sinusoidal_position_embedding",
                                          "transformer_layer", "transformer_stack",
-                                         "activations", "initializers", "int8_matrix", "dense", "shapes"])
+                                         "activations", "initializers", "int8_matrix", "dense", "shapes",
+                                         "products"])
 def test_docstring_examples_run(module_name):
     """Each layer's docstring example is a runnable standalone use of the layer (first
     call builds it), not just documentation."""

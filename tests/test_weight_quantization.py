@@ -121,7 +121,8 @@ def _float_twin(model, family):
     twin = small_model(family, seed=0)
     twin.set_weights([w.numpy() for w in model.weights if "int8" not in w.path][: len(twin.weights)])
     for ours, theirs in zip(model.quantized_dense_layers(), twin.quantized_dense_layers()):
-        theirs.kernel.assign(ours.int8_kernel.dequantized().numpy().T)
+        dequantized_oi = ours.int8_kernel.dequantized().numpy()
+        theirs.kernel.assign(dequantized_oi if theirs.kernel_layout == "out_in" else dequantized_oi.T)
     return twin
 
 
@@ -282,7 +283,7 @@ def test_savedmodel_export_reads_and_stores_int8_weights(tmp_path):
     model, tokenizer = load_checkpoint(checkpoint)
     float_counts, int8_counts = _variable_dtypes(float_dir), _variable_dtypes(int8_dir)
     replaced = sum(int(np.prod(layer.kernel.shape)) for layer in model.quantized_dense_layers())
-    scales = sum(int(layer.kernel.shape[1]) for layer in model.quantized_dense_layers())
+    scales = sum(int(layer.units) for layer in model.quantized_dense_layers())
     scales += model.config.vocab_size  # the tied head's per-token scales
     assert "int8" not in float_counts
     assert int8_counts["float32"] == float_counts["float32"] - replaced + scales

@@ -19,7 +19,8 @@ from tfmodels.generation.options import (
     runtime_values,
     special_tokens,
 )
-from tfmodels.layers.int8_matrix import in_xla_context, widened_int8_matrices
+from tfmodels.layers.int8_matrix import widened_int8_matrices
+from tfmodels.layers.products import in_xla_context
 
 # Names and dtypes of the tensors a compiled search takes (shapes follow the plan).
 INPUT_DTYPES = {
@@ -129,7 +130,11 @@ class RestrictedHead:
             # The same (dequantised) weights the unrestricted int8 head multiplies by.
             self.kernel_da = tf.transpose(int8_head.dequantized_rows(token_ids))
         elif model.lm_head is not None:
-            self.kernel_da = tf.gather(model.lm_head.kernel, token_ids, axis=1)  # [d, allowed]
+            head = model.lm_head
+            if head.kernel_layout == "in_out":
+                self.kernel_da = tf.gather(head.kernel, token_ids, axis=1)  # [d, allowed]
+            else:
+                self.kernel_da = tf.transpose(tf.gather(head.kernel, token_ids))
         else:
             self.kernel_da = tf.transpose(tf.gather(model.token_embedding.embeddings, token_ids))
         allowed = tf.shape(token_ids)[0]

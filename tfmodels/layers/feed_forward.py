@@ -45,6 +45,7 @@ class FeedForward(keras.layers.Layer):
         def dense(units, name):
             return Dense(
                 units,
+                kernel_layout="out_in",  # the faster layout for XLA decoding on CPU
                 use_bias=use_bias,
                 kernel_initializer=clone_initializer(self.kernel_initializer),
                 dtype=self.dtype_policy,

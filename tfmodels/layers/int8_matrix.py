@@ -25,6 +25,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfmodels.layers.products import in_xla_context, rows_times_transposed
+
 # Largest widened panel, in elements (8 MB of float32): measured best for 512-4096-wide
 # inputs on a 2-core AVX2 CPU; any size from 2 MB to 16 MB is within 10 %.
 PANEL_ELEMENTS = 2**21
@@ -90,26 +92,6 @@ def widened_int8_matrices(matrices, dtype):
         yield
     finally:
         _widened.matrices = previous
-
-
-def in_xla_context():
-    """True while tracing code XLA compiles (`tf.function(jit_compile=True)`)."""
-    try:
-        from tensorflow.python.framework import ops
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:  # private modules moved: take the loop, right on both paths
-        return True
-    return bool(control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
-
-
-def _widened_product(inputs_ri, widened_oi):
-    """`inputs [rows, in] @ widened [out, in]^T`, oriented for the plain-graph CPU kernel."""
-    if inputs_ri.shape[0] == 1:
-        return tf.matmul(inputs_ri, widened_oi, transpose_b=True)
-    # (W x^T)^T walks the [out, in] matrix along its rows; x W^T makes the plain graph's
-    # CPU kernel walk it against its layout (several times slower at 4+ rows, while
-    # faster for a single row).
-    return tf.transpose(tf.matmul(widened_oi, inputs_ri, transpose_b=True))
 
 
 def attach_int8_matrix(owner, attribute, out_dim, in_dim):
@@ -222,7 +204,7 @@ class Int8Matrix(keras.layers.Layer):
         ):
             widened = self.widened_values(inputs_ri.dtype)
         if widened is not None:
-            outputs_ro = _widened_product(inputs_ri, tf.cast(widened, inputs_ri.dtype))
+            outputs_ro = rows_times_transposed(inputs_ri, tf.cast(widened, inputs_ri.dtype))
         else:
             outputs_ro = self._panel_product(inputs_ri)
         outputs_ro = outputs_ro * tf.cast(self.scale, outputs_ro.dtype)

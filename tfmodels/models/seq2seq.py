@@ -627,8 +627,9 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
 def _reference_parameters(layer):
     """`(suffix, variable, transpose)` for one sublayer in PyTorch naming and layout."""
     if isinstance(layer, keras.layers.Dense):
-        # Keras kernels are [in, out]; torch.nn.Linear weights are [out, in].
-        params = [("weight", layer.kernel, True)]
+        # torch.nn.Linear weights are [out, in]; Keras kernels [in, out] unless stored "out_in".
+        stored_out_in = getattr(layer, "kernel_layout", "in_out") == "out_in"
+        params = [("weight", layer.kernel, not stored_out_in)]
         if layer.use_bias:
             params.append(("bias", layer.bias, False))
         return params
