@@ -178,3 +178,17 @@ def test_invalid_json_and_missing_file_are_clear(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         MT5Config.from_pretrained(str(tmp_path))
+
+
+def test_a_keras_config_from_before_the_out_in_kernels_is_refused_by_name():
+    """`.keras` files restore variables by shape and order: one written when projection
+    kernels were stored [in, out] would load square kernels transposed, so it is refused."""
+    from tfmodels import M2M100ForConditionalGeneration
+
+    model = M2M100ForConditionalGeneration(M2M100Config(**TINY_M2M100))
+    config = model.get_config()
+    assert config["projection_kernel_layout"] == "out_in"
+    assert M2M100ForConditionalGeneration.from_config(config).get_config() == config
+    del config["projection_kernel_layout"]
+    with pytest.raises(ValueError, match="projection kernels 'in_out'.*save_pretrained"):
+        M2M100ForConditionalGeneration.from_config(config)

@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from tfmodels.layers.dense import Dense
+from tfmodels.layers.dense import PROJECTION_KERNEL_LAYOUT, Dense
 from tfmodels.layers.initializers import (
     clone_initializer,
     get_optional_initializer,
@@ -78,7 +78,7 @@ class MultiHeadAttention(keras.layers.Layer):
         def dense(units, name, initializer=None):
             return Dense(
                 units,
-                kernel_layout="out_in",  # the faster layout for XLA decoding on CPU
+                kernel_layout=PROJECTION_KERNEL_LAYOUT,
                 use_bias=use_bias,
                 kernel_initializer=clone_initializer(initializer or self.kernel_initializer),
                 dtype=self.dtype_policy,

@@ -3,7 +3,7 @@
 import keras
 
 from tfmodels.layers.activations import get_activation
-from tfmodels.layers.dense import Dense
+from tfmodels.layers.dense import PROJECTION_KERNEL_LAYOUT, Dense
 from tfmodels.layers.initializers import clone_initializer
 
 
@@ -45,7 +45,7 @@ class FeedForward(keras.layers.Layer):
         def dense(units, name):
             return Dense(
                 units,
-                kernel_layout="out_in",  # the faster layout for XLA decoding on CPU
+                kernel_layout=PROJECTION_KERNEL_LAYOUT,
                 use_bias=use_bias,
                 kernel_initializer=clone_initializer(self.kernel_initializer),
                 dtype=self.dtype_policy,

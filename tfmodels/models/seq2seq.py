@@ -13,7 +13,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfmodels.layers.dense import Dense, check_weight_quantization_mode
+from tfmodels.layers.dense import (
+    PROJECTION_KERNEL_LAYOUT,
+    Dense,
+    check_weight_quantization_mode,
+)
 from tfmodels.layers.int8_matrix import attach_int8_matrix, detach_int8_matrix
 from tfmodels.layers.relative_position_bias import RelativePositionBias
 from tfmodels.layers.shapes import dimension
@@ -198,7 +202,13 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         self.built = True
 
     def get_config(self):
-        config = {"config": self.config.to_dict(), "name": self.name}
+        config = {
+            "config": self.config.to_dict(),
+            "name": self.name,
+            # `.keras` files restore variables by shape and order; this marks files whose
+            # projection kernels are stored [out, in] (see `Dense.kernel_layout`).
+            "projection_kernel_layout": PROJECTION_KERNEL_LAYOUT,
+        }
         if self.has_lm_head and self.weight_quantization:
             config["weight_quantization"] = self.weight_quantization
         return config
@@ -206,6 +216,14 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        layout = config.pop("projection_kernel_layout", "in_out")
+        if layout != PROJECTION_KERNEL_LAYOUT:
+            raise ValueError(
+                f"This saved {cls.__name__} stores its projection kernels {layout!r}; this "
+                f"version of tfmodels stores them {PROJECTION_KERNEL_LAYOUT!r} and cannot "
+                "restore it. Load it with the tfmodels version that wrote it and re-save it "
+                "with save_pretrained(), which every version reads."
+            )
         model_config = cls.config_class.from_dict(config.pop("config"))
         config.pop("trainable", None)
         dtype = config.pop("dtype", None)
