@@ -37,18 +37,29 @@ def rows_times_transposed(inputs_ri, matrix_oi):
     return tf.transpose(tf.matmul(matrix_oi, inputs_ri, transpose_b=True))
 
 
+def apply_to_rows(inputs, rows_fn, out_dim):
+    """`rows_fn` (`[rows, in]` -> `[rows, out_dim]`) applied to `inputs [..., in]`: leading
+    axes are folded into rows for one 2-D product and unfolded after (static where known).
+
+    Example:
+    >>> apply_to_rows(tf.ones([2, 5, 3]), lambda rows: rows[:, :1] * 2.0, 1).shape
+    TensorShape([2, 5, 1])
+    """
+    if inputs.shape.rank == 2:
+        return rows_fn(inputs)
+    leading = dimensions(inputs)[:-1]
+    outputs_ro = rows_fn(tf.reshape(inputs, [-1, inputs.shape[-1]]))
+    return tf.reshape(outputs_ro, leading + [out_dim])
+
+
 def project_last_axis(inputs, matrix_oi):
-    """`inputs [..., in] @ matrix [out, in]^T` -> `[..., out]` for inputs of any rank >= 2:
-    leading axes are folded into rows for one 2-D product (an einsum over the rank-3
-    input lowers to a far slower XLA program on CPU).
+    """`inputs [..., in] @ matrix [out, in]^T` -> `[..., out]`, as one 2-D product (an einsum
+    over a rank-3 input lowers to a far slower XLA program on CPU).
 
     Example:
     >>> project_last_axis(tf.ones([2, 5, 3]), tf.ones([4, 3])).shape
     TensorShape([2, 5, 4])
     """
-    if inputs.shape.rank == 2:
-        return rows_times_transposed(inputs, matrix_oi)
-    leading = dimensions(inputs)[:-1]
-    inputs_ri = tf.reshape(inputs, [-1, inputs.shape[-1]])
-    outputs_ro = rows_times_transposed(inputs_ri, matrix_oi)
-    return tf.reshape(outputs_ro, leading + [matrix_oi.shape[0]])
+    return apply_to_rows(
+        inputs, lambda inputs_ri: rows_times_transposed(inputs_ri, matrix_oi), matrix_oi.shape[0]
+    )
