@@ -354,6 +354,42 @@ def test_out_in_dense_mixed_precision_and_config():
     assert Dense.from_config(out_in.get_config()).kernel_layout == "out_in"
 
 
+def _optimized_hlo(function, *inputs):
+    return tf.function(function, jit_compile=True).experimental_get_compiler_ir(*inputs)(
+        stage="optimized_hlo"
+    )
+
+
+def test_single_row_products_are_not_fused_into_their_bias_or_residual_add():
+    """XLA's CPU backend fuses a matrix-vector product into a following add and runs that
+    fusion on one thread; the projections' bias and residual adds must not take that form
+    (see `products.add_to_product`), and still compute the same sums."""
+    dense = Dense(64, kernel_layout="out_in", bias_initializer="random_normal")
+    row = tf.random.stateless_normal((1, 32), seed=(3, 4))
+    dense.build(row.shape)
+    # The check itself can fail: the naive form of the same computation is output-fused.
+    naive = _optimized_hlo(
+        lambda x: tf.matmul(x, dense.kernel, transpose_b=True) + dense.bias, row
+    )
+    assert "kind=kOutput" in naive
+    assert "kind=kOutput" not in _optimized_hlo(dense, row)
+    np.testing.assert_allclose(
+        tf.function(dense, jit_compile=True)(row).numpy(),
+        (tf.matmul(row, dense.kernel, transpose_b=True) + dense.bias).numpy(),
+        rtol=1e-6, atol=1e-6,
+    )
+
+    layer = LAYER_CASES["TransformerLayer"][0]()
+    hidden = tf.random.stateless_normal((1, 1, 16), seed=(5, 6))
+    context = {"encoder_hidden_states": _hidden((1, 7, 16), 1)}
+    eager = layer(hidden, **context)[0]
+    assert "kind=kOutput" not in _optimized_hlo(lambda x: layer(x, **context)[0], hidden)
+    np.testing.assert_allclose(
+        tf.function(lambda x: layer(x, **context)[0], jit_compile=True)(hidden).numpy(),
+        eager.numpy(), rtol=1e-5, atol=1e-6,
+    )
+
+
 def test_dense_layout_errors_are_named():
     with pytest.raises(ValueError, match="kernel_layout"):
         Dense(3, kernel_layout="column_major")

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from tfmodels.layers.int8_matrix import attach_int8_matrix, detach_int8_matrix
-from tfmodels.layers.products import project_last_axis
+from tfmodels.layers.products import add_to_product, project_last_axis
 
 WEIGHT_QUANTIZATION_MODES = ("int8",)
 # "in_out": Keras' `[in, out]` kernel. "out_in": PyTorch's `[out, in]`, which XLA on CPU
@@ -151,7 +151,7 @@ class Dense(keras.layers.Dense):
 
     def _add_bias_and_activation(self, outputs):
         if self.use_bias:
-            outputs = outputs + keras.ops.cast(self.bias, outputs.dtype)
+            outputs = add_to_product(outputs, keras.ops.cast(self.bias, outputs.dtype))
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs

@@ -37,6 +37,24 @@ def rows_times_transposed(inputs_ri, matrix_oi):
     return tf.transpose(tf.matmul(matrix_oi, inputs_ri, transpose_b=True))
 
 
+def add_to_product(product, addend):
+    """`product + addend`, for the output of a matrix product (a bias, a residual).
+
+    Under XLA it is written `product - (-addend)`, which gives the same bits: XLA's CPU
+    backend fuses a matrix-vector product into the add that consumes it and emits that
+    fusion as a single-threaded loop, while a product left alone runs on Eigen's
+    multi-threaded kernel. On 2 threads a single-row 1024x4096 projection with a bias
+    streams its weights at 28 instead of 20 GB/s that way. A subtract is not fused.
+
+    Example:
+    >>> add_to_product(tf.constant([1.0, 2.0]), tf.constant([0.5, 0.25])).numpy()
+    array([1.5 , 2.25], dtype=float32)
+    """
+    if in_xla_context():
+        return product - tf.negative(addend)
+    return product + addend
+
+
 def apply_to_rows(inputs, rows_fn, out_dim):
     """`rows_fn` (`[rows, in]` -> `[rows, out_dim]`) applied to `inputs [..., in]`: leading
     axes are folded into rows for one 2-D product and unfolded after (static where known).

@@ -8,6 +8,7 @@ from tfmodels.layers.initializers import (
     get_optional_initializer,
     serialize_optional_initializer,
 )
+from tfmodels.layers.products import add_to_product
 from tfmodels.layers.rms_norm import RMSNorm
 
 NORM_TYPES = ("rms", "layer")
@@ -153,7 +154,9 @@ class TransformerLayer(keras.layers.Layer):
             training=training,
             return_attention_weights=return_attention_weights,
         )
-        hidden_states = hidden_states + self.residual_dropout(attended, training=training)
+        hidden_states = add_to_product(
+            self.residual_dropout(attended, training=training), hidden_states
+        )
 
         cross_weights = None
         if self.is_decoder:
@@ -165,10 +168,14 @@ class TransformerLayer(keras.layers.Layer):
                 training=training,
                 return_attention_weights=return_attention_weights,
             )
-            hidden_states = hidden_states + self.residual_dropout(attended, training=training)
+            hidden_states = add_to_product(
+                self.residual_dropout(attended, training=training), hidden_states
+            )
 
         transformed = self.feed_forward(self.feed_forward_norm(hidden_states), training=training)
-        hidden_states = hidden_states + self.residual_dropout(transformed, training=training)
+        hidden_states = add_to_product(
+            self.residual_dropout(transformed, training=training), hidden_states
+        )
         return hidden_states, (self_weights, cross_weights), updated_cache
 
     def get_config(self):
