@@ -32,7 +32,7 @@ def rows_times_transposed(inputs_ri, matrix_oi):
     >>> rows_times_transposed(tf.ones([2, 3]), tf.ones([4, 3])).shape
     TensorShape([2, 4])
     """
-    if in_xla_context() or inputs_ri.shape[0] == 1:
+    if in_xla_context() or _is_single_row(inputs_ri):
         return tf.matmul(inputs_ri, matrix_oi, transpose_b=True)
     return tf.transpose(tf.matmul(matrix_oi, inputs_ri, transpose_b=True))
 

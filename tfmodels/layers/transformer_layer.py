@@ -154,9 +154,7 @@ class TransformerLayer(keras.layers.Layer):
             training=training,
             return_attention_weights=return_attention_weights,
         )
-        hidden_states = add_to_product(
-            self.residual_dropout(attended, training=training), hidden_states
-        )
+        hidden_states = self._add_residual(hidden_states, attended, training)
 
         cross_weights = None
         if self.is_decoder:
@@ -168,15 +166,18 @@ class TransformerLayer(keras.layers.Layer):
                 training=training,
                 return_attention_weights=return_attention_weights,
             )
-            hidden_states = add_to_product(
-                self.residual_dropout(attended, training=training), hidden_states
-            )
+            hidden_states = self._add_residual(hidden_states, attended, training)
 
         transformed = self.feed_forward(self.feed_forward_norm(hidden_states), training=training)
-        hidden_states = add_to_product(
-            self.residual_dropout(transformed, training=training), hidden_states
-        )
+        hidden_states = self._add_residual(hidden_states, transformed, training)
         return hidden_states, (self_weights, cross_weights), updated_cache
+
+    def _add_residual(self, hidden_states, sublayer_output, training):
+        """`hidden_states + dropout(sublayer_output)`, unfused from the sublayer's last
+        product under XLA (see `products.add_to_product`)."""
+        return add_to_product(
+            self.residual_dropout(sublayer_output, training=training), hidden_states
+        )
 
     def get_config(self):
         config = super().get_config()
