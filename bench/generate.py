@@ -36,6 +36,11 @@ Also printed: the memory-bandwidth ceiling for batch-1 greedy (a 2-thread fp32
 matrix-vector product reading as many bytes as the decoder + LM head, both weight layouts,
 with and without XLA, probed before and after the engines; the fastest counts), first-call
 compile time and peak RSS of every engine process.
+
+`--rounds N` runs every engine N times, interleaved (all engines, then all again, ...), and
+keeps each engine's fastest call per setting: on a shared machine the speed moves by tens
+of percent over minutes, and engines measured minutes apart would otherwise be compared
+under different loads. The "spread" column shows how much the rounds disagreed.
 """
 
 import os
@@ -381,6 +386,8 @@ def main():
     parser.add_argument("--engines", default=",".join(ENGINES), help="comma list of engines")
     parser.add_argument("--quick", action="store_true", help="fewer settings and repeats")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per setting")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every engine this many times, interleaved; keep the fastest")
     parser.add_argument("--tf-python", default="/tmp/tfvenv/bin/python",
                         help="python of a virtualenv with tf-keras (for hf-tf-xla)")
     parser.add_argument("--ct2-python", default=None,
@@ -400,6 +407,8 @@ def main():
 
     settings = QUICK_SETTINGS if arguments.quick else SETTINGS
     repeats = arguments.repeats or (2 if arguments.quick else 3)
+    if arguments.rounds < 1:
+        raise SystemExit(f"--rounds must be at least 1, got {arguments.rounds}")
     engines = [engine for engine in arguments.engines.split(",") if engine]
     ct2_python = arguments.ct2_python or sys.executable
     report = {}
@@ -411,46 +420,15 @@ def main():
         # bandwidth moves (37 vs 48 GB/s minutes apart has been seen); the faster probe is
         # used, so the ceiling is an upper estimate and the spread shows how firm it is.
         probes = [_spawn(sys.executable, "ceiling", name, [], repeats)]
-        rows = {}
-        for engine in engines:
-            python = sys.executable
-            extra = []
-            if engine == "hf-tf-xla":
-                if spec["family"] != "mt5":
-                    continue
-                if not os.path.exists(arguments.tf_python):
-                    print(f"  skip hf-tf-xla: no python at {arguments.tf_python} (see --help)")
-                    continue
-                python = arguments.tf_python
-            if engine.startswith("ct2"):
-                python = ct2_python
-                check = subprocess.run([python, "-c", "import ctranslate2"], capture_output=True)
-                if check.returncode:
-                    print(f"  skip {engine}: ctranslate2 is not importable by {python}")
-                    continue
-                ct2_dir = os.path.join(tempfile.gettempdir(), f"tfmodels_bench_ct2_{name}")
-                if not os.path.exists(os.path.join(ct2_dir, "model.bin")):
-                    print(f"  converting {spec['label']} for CTranslate2 ...", flush=True)
-                    converted = _spawn(python, "ct2-convert", name, [], 1, ["--ct2-dir", ct2_dir])
-                    if "error" in converted:
-                        print(f"  skip ct2: conversion failed: {converted['error']}")
-                        continue
-                extra = ["--ct2-dir", ct2_dir]
-            if engine == "tfmodels-vocab":
-                extra = ["--restricted-vocab", str(arguments.restricted_vocab)]
-            env_extra = None
-            if engine == "tfmodels-warm":
-                cache_dir = tempfile.mkdtemp(prefix="tfmodels_bench_xla_cache_")
-                env_extra = {"TF_XLA_FLAGS": f"--tf_xla_persistent_cache_directory={cache_dir}"}
-                print(f"  filling an XLA compilation cache for {engine} ...", flush=True)
-                _spawn(python, engine, name, settings, 1, extra, env_extra=env_extra)
-            print(f"  running {engine} ...", flush=True)
-            rows[engine] = _spawn(python, engine, name, settings, repeats, extra,
-                                  env_extra=env_extra)
-            if env_extra:
-                shutil.rmtree(cache_dir, ignore_errors=True)
-            if "error" in rows[engine]:
-                print(f"    failed: {rows[engine]['error']}")
+        rounds = {}  # engine -> one result per round
+        for round_index in range(arguments.rounds):
+            if arguments.rounds > 1:
+                print(f"  round {round_index + 1} of {arguments.rounds}", flush=True)
+                if round_index:
+                    probes.append(_spawn(sys.executable, "ceiling", name, [], repeats))
+            _run_engines_once(arguments, name, spec, engines, settings, repeats, ct2_python,
+                              rounds)
+        rows = {engine: merge_rounds(results) for engine, results in rounds.items()}
         probes.append(_spawn(sys.executable, "ceiling", name, [], repeats))
         ceiling = _best_probe(probes)
         report[name] = {"ceiling": ceiling, "engines": rows}
@@ -458,6 +436,82 @@ def main():
     if arguments.json:
         with open(arguments.json, "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2)
+
+
+def _run_engines_once(arguments, name, spec, engines, settings, repeats, ct2_python, rounds):
+    """One process per engine, in order; appends each result to `rounds[engine]`."""
+    for engine in engines:
+        python = sys.executable
+        extra = []
+        if engine == "hf-tf-xla":
+            if spec["family"] != "mt5":
+                continue
+            if not os.path.exists(arguments.tf_python):
+                print(f"  skip hf-tf-xla: no python at {arguments.tf_python} (see --help)")
+                continue
+            python = arguments.tf_python
+        if engine.startswith("ct2"):
+            python = ct2_python
+            check = subprocess.run([python, "-c", "import ctranslate2"], capture_output=True)
+            if check.returncode:
+                print(f"  skip {engine}: ctranslate2 is not importable by {python}")
+                continue
+            ct2_dir = os.path.join(tempfile.gettempdir(), f"tfmodels_bench_ct2_{name}")
+            if not os.path.exists(os.path.join(ct2_dir, "model.bin")):
+                print(f"  converting {spec['label']} for CTranslate2 ...", flush=True)
+                converted = _spawn(python, "ct2-convert", name, [], 1, ["--ct2-dir", ct2_dir])
+                if "error" in converted:
+                    print(f"  skip ct2: conversion failed: {converted['error']}")
+                    continue
+            extra = ["--ct2-dir", ct2_dir]
+        if engine == "tfmodels-vocab":
+            extra = ["--restricted-vocab", str(arguments.restricted_vocab)]
+        env_extra = None
+        if engine == "tfmodels-warm":
+            cache_dir = tempfile.mkdtemp(prefix="tfmodels_bench_xla_cache_")
+            env_extra = {"TF_XLA_FLAGS": f"--tf_xla_persistent_cache_directory={cache_dir}"}
+            print(f"  filling an XLA compilation cache for {engine} ...", flush=True)
+            _spawn(python, engine, name, settings, 1, extra, env_extra=env_extra)
+        print(f"  running {engine} ...", flush=True)
+        result = _spawn(python, engine, name, settings, repeats, extra, env_extra=env_extra)
+        if env_extra:
+            shutil.rmtree(cache_dir, ignore_errors=True)
+        if "error" in result:
+            print(f"    failed: {result['error']}")
+        rounds.setdefault(engine, []).append(result)
+
+
+def merge_rounds(results):
+    """One engine's per-round results -> one result: per setting, the fastest call of any
+    round; the compile time of the round with the least; the largest peak RSS. `spread` is
+    the largest ratio, over settings, of the slowest round's best call to the fastest's
+    (0.0 with one round). A failed round is dropped; if all failed, the first error stays.
+
+    >>> merge_rounds([{"results": {"1x1": {"first": 9.0, "best": 1.0}}, "peak_rss_mb": 10},
+    ...               {"results": {"1x1": {"first": 6.0, "best": 1.25}}, "peak_rss_mb": 12}])
+    {'results': {'1x1': {'first': 9.0, 'best': 1.0}}, 'peak_rss_mb': 12, 'compile_s': 4.75, 'spread': 0.25, 'rounds': 2}
+    """
+    good = [result for result in results if "error" not in result]
+    if not good:
+        return results[0]
+    merged = {}
+    for key in good[0]["results"]:
+        timings = [result["results"][key] for result in good if key in result["results"]]
+        merged[key] = dict(min(timings, key=lambda timing: timing["best"]))
+    bests = {key: [result["results"][key]["best"] for result in good if key in result["results"]]
+             for key in merged}
+    return {
+        "results": merged,
+        "peak_rss_mb": max(result["peak_rss_mb"] for result in good),
+        "compile_s": min(_compile_seconds(result["results"]) for result in good),
+        "spread": max(max(values) / min(values) - 1.0 for values in bests.values()),
+        "rounds": len(good),
+    }
+
+
+def _compile_seconds(results):
+    """First-call overhead of one process: the largest `first - best` over its settings."""
+    return max(timing["first"] - timing["best"] for timing in results.values())
 
 
 def _best_probe(probes):
@@ -473,7 +527,8 @@ def _print_table(label, settings, ceiling, rows):
     columns = [f"b{batch} {'greedy' if beams == 1 else f'beam{beams}'}" for batch, beams in settings]
     keys = [f"{batch}x{beams}" for batch, beams in settings]
     print(f"\n{label}: tokens/s (batch x {NEW_TOKENS} new tokens / best call)")
-    print(f"  {'engine':<20}" + "".join(f"{c:>14}" for c in columns) + f"{'compile s':>11}{'peak RSS MB':>13}")
+    print(f"  {'engine':<20}" + "".join(f"{c:>14}" for c in columns)
+          + f"{'compile s':>11}{'peak RSS MB':>13}{'spread':>9}")
     speeds = {}
     for engine, row in rows.items():
         if "error" in row:
@@ -485,8 +540,10 @@ def _print_table(label, settings, ceiling, rows):
             tokens = batch_beams[0] * NEW_TOKENS / timing["best"] if timing else float("nan")
             speeds[engine][key] = tokens
             cells.append(f"{tokens:>14.1f}")
-        compile_s = max(t["first"] - t["best"] for t in row["results"].values())
-        print(f"  {engine:<20}" + "".join(cells) + f"{compile_s:>11.1f}{row['peak_rss_mb']:>13.0f}")
+        compile_s = row.get("compile_s", _compile_seconds(row["results"]))
+        spread = f"{100 * row['spread']:>8.0f}%" if row.get("rounds", 1) > 1 else f"{'-':>9}"
+        print(f"  {engine:<20}" + "".join(cells) + f"{compile_s:>11.1f}"
+              f"{row['peak_rss_mb']:>13.0f}{spread}")
     if "error" not in ceiling:
         print(f"  bandwidth ceiling: {ceiling['gb_per_s']:.1f} GB/s over "
               f"{ceiling['parameters'] * 4 / 1e6:.0f} MB (decoder + LM head) -> "

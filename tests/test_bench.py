@@ -1,0 +1,67 @@
+"""bench/generate.py's merging of interleaved rounds (pure Python: no engine runs)."""
+
+import doctest
+import importlib.util
+import os
+
+import pytest
+
+BENCH_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "bench", "generate.py")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_generate_under_test", BENCH_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _round(first_best_by_key, rss=100.0):
+    return {"results": {key: {"first": first, "best": best}
+                        for key, (first, best) in first_best_by_key.items()},
+            "peak_rss_mb": rss}
+
+
+def test_merge_keeps_each_settings_fastest_round_and_the_least_compile(bench):
+    merged = bench.merge_rounds([
+        _round({"1x1": (10.0, 2.0), "8x1": (12.0, 4.0)}, rss=300),
+        _round({"1x1": (7.0, 2.5), "8x1": (9.0, 3.0)}, rss=200),
+    ])
+    # Per setting, the round with the faster best call wins (not one round for all).
+    assert merged["results"]["1x1"] == {"first": 10.0, "best": 2.0}
+    assert merged["results"]["8x1"] == {"first": 9.0, "best": 3.0}
+    # Compile: per round, the largest first-minus-best over settings; then the least round.
+    assert merged["compile_s"] == pytest.approx(min(max(8.0, 8.0), max(4.5, 6.0)))
+    assert merged["peak_rss_mb"] == 300
+    # Spread: the slowest round's best over the fastest's, worst setting (8x1: 4/3).
+    assert merged["spread"] == pytest.approx(4.0 / 3.0 - 1.0)
+    assert merged["rounds"] == 2
+
+
+def test_merge_drops_failed_rounds_and_keeps_an_error_when_all_failed(bench):
+    merged = bench.merge_rounds([{"error": "boom"}, _round({"1x1": (5.0, 1.0)})])
+    assert merged["rounds"] == 1 and merged["spread"] == 0.0
+    assert merged["results"]["1x1"]["best"] == 1.0
+    assert bench.merge_rounds([{"error": "first"}, {"error": "second"}]) == {"error": "first"}
+
+
+def test_table_prints_the_merged_compile_time_and_spread(bench, capsys):
+    rows = {
+        "tfmodels": bench.merge_rounds([_round({"1x1": (5.0, 1.0)}), _round({"1x1": (3.0, 2.0)})]),
+        "ct2-fp32": _round({"1x1": (1.5, 0.5)}),
+    }
+    bench._print_table("tiny", [(1, 1)], {"error": "no probe"}, rows)
+    table = capsys.readouterr().out
+    ours = next(line for line in table.splitlines() if line.strip().startswith("tfmodels "))
+    # 32 tokens / 1.0 s; compile min(4.0, 1.0) = 1.0; spread 100 %.
+    assert ours.split()[1:5] == ["32.0", "1.0", "100", "100%"]
+    peer = next(line for line in table.splitlines() if line.strip().startswith("ct2-fp32"))
+    assert peer.split()[-1] == "-"  # a single round has no spread
+    assert "0.50" in table  # the ratio ours / ct2-fp32 = 32 / 64
+
+
+def test_bench_doctests_pass(bench):
+    result = doctest.testmod(bench, verbose=False)
+    assert result.attempted >= 1 and result.failed == 0
