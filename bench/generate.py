@@ -421,13 +421,17 @@ def main():
         # used, so the ceiling is an upper estimate and the spread shows how firm it is.
         probes = [_spawn(sys.executable, "ceiling", name, [], repeats)]
         rounds = {}  # engine -> one result per round
+        # tfmodels-warm's compilation cache: filled by an unreported process before its first
+        # round, reused by the later rounds, removed after the last.
+        warm_cache_dir = tempfile.mkdtemp(prefix="tfmodels_bench_xla_cache_")
         for round_index in range(arguments.rounds):
             if arguments.rounds > 1:
                 print(f"  round {round_index + 1} of {arguments.rounds}", flush=True)
                 if round_index:
                     probes.append(_spawn(sys.executable, "ceiling", name, [], repeats))
             _run_engines_once(arguments, name, spec, engines, settings, repeats, ct2_python,
-                              rounds)
+                              warm_cache_dir, rounds)
+        shutil.rmtree(warm_cache_dir, ignore_errors=True)
         rows = {engine: merge_rounds(results) for engine, results in rounds.items()}
         probes.append(_spawn(sys.executable, "ceiling", name, [], repeats))
         ceiling = _best_probe(probes)
@@ -438,7 +442,8 @@ def main():
             json.dump(report, handle, indent=2)
 
 
-def _run_engines_once(arguments, name, spec, engines, settings, repeats, ct2_python, rounds):
+def _run_engines_once(arguments, name, spec, engines, settings, repeats, ct2_python,
+                      warm_cache_dir, rounds):
     """One process per engine, in order; appends each result to `rounds[engine]`."""
     for engine in engines:
         python = sys.executable
@@ -468,14 +473,12 @@ def _run_engines_once(arguments, name, spec, engines, settings, repeats, ct2_pyt
             extra = ["--restricted-vocab", str(arguments.restricted_vocab)]
         env_extra = None
         if engine == "tfmodels-warm":
-            cache_dir = tempfile.mkdtemp(prefix="tfmodels_bench_xla_cache_")
-            env_extra = {"TF_XLA_FLAGS": f"--tf_xla_persistent_cache_directory={cache_dir}"}
-            print(f"  filling an XLA compilation cache for {engine} ...", flush=True)
-            _spawn(python, engine, name, settings, 1, extra, env_extra=env_extra)
+            env_extra = {"TF_XLA_FLAGS": f"--tf_xla_persistent_cache_directory={warm_cache_dir}"}
+            if engine not in rounds:
+                print(f"  filling an XLA compilation cache for {engine} ...", flush=True)
+                _spawn(python, engine, name, settings, 1, extra, env_extra=env_extra)
         print(f"  running {engine} ...", flush=True)
         result = _spawn(python, engine, name, settings, repeats, extra, env_extra=env_extra)
-        if env_extra:
-            shutil.rmtree(cache_dir, ignore_errors=True)
         if "error" in result:
             print(f"    failed: {result['error']}")
         rounds.setdefault(engine, []).append(result)
@@ -494,17 +497,17 @@ def merge_rounds(results):
     good = [result for result in results if "error" not in result]
     if not good:
         return results[0]
-    merged = {}
+    merged, spreads = {}, []
     for key in good[0]["results"]:
         timings = [result["results"][key] for result in good if key in result["results"]]
-        merged[key] = dict(min(timings, key=lambda timing: timing["best"]))
-    bests = {key: [result["results"][key]["best"] for result in good if key in result["results"]]
-             for key in merged}
+        bests = [timing["best"] for timing in timings]
+        merged[key] = dict(timings[bests.index(min(bests))])
+        spreads.append(max(bests) / min(bests) - 1.0)
     return {
         "results": merged,
         "peak_rss_mb": max(result["peak_rss_mb"] for result in good),
         "compile_s": min(_compile_seconds(result["results"]) for result in good),
-        "spread": max(max(values) / min(values) - 1.0 for values in bests.values()),
+        "spread": max(spreads),
         "rounds": len(good),
     }
 
