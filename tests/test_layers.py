@@ -390,6 +390,40 @@ def test_single_row_products_are_not_fused_into_their_bias_or_residual_add():
     )
 
 
+@pytest.mark.parametrize("rows,panelled", [(1, False), (2, True), (5, True), (64, True),
+                                            (65, False)])
+def test_few_row_products_run_in_panels_under_xla(rows, panelled):
+    """Under XLA, 2-64 rows times a large [out, in] matrix run as one batched product over
+    row panels (`products.rows_times_transposed`); one row and many rows keep the plain
+    product; every form gives the same values as the plain graph."""
+    from tfmodels.layers import products
+
+    matrix_oi = tf.random.stateless_normal((4096, 64), seed=(1, 2))  # 2**18 entries
+    inputs_ri = tf.random.stateless_normal((rows, 64), seed=(3, 4))
+    assert products.panel_rows_for(4096, 64) == 2048
+    hlo = _optimized_hlo(lambda x: products.rows_times_transposed(x, matrix_oi), inputs_ri)
+    # The panel product is the only dot with a batch dimension.
+    assert ("lhs_batch_dims={0}" in hlo) == panelled
+    expected = tf.function(products.rows_times_transposed)(inputs_ri, matrix_oi)
+    np.testing.assert_allclose(
+        tf.function(products.rows_times_transposed, jit_compile=True)(inputs_ri, matrix_oi),
+        expected.numpy(), rtol=1e-5, atol=1e-4,
+    )
+    np.testing.assert_allclose(expected.numpy(), inputs_ri.numpy() @ matrix_oi.numpy().T,
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_panel_rows_need_a_divisor_that_makes_cache_sized_panels():
+    from tfmodels.layers.products import PANEL_MAX_ELEMENTS, panel_rows_for
+
+    for out_dim, in_dim in [(128112, 1024), (250112, 512), (1024, 4096), (1024, 1024)]:
+        rows = panel_rows_for(out_dim, in_dim)
+        assert out_dim % rows == 0 and out_dim // rows >= 2
+        assert rows * in_dim <= PANEL_MAX_ELEMENTS
+    assert panel_rows_for(4099, 1024) is None  # prime: no panels of at least 64 rows
+    assert panel_rows_for(100, 1024) is None  # too few rows for two such panels
+
+
 def test_dense_layout_errors_are_named():
     with pytest.raises(ValueError, match="kernel_layout"):
         Dense(3, kernel_layout="column_major")
