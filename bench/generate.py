@@ -25,6 +25,9 @@ Engines:
                   persistent XLA compilation cache (`--xla-cache` /
                   `use_persistent_compilation_cache`), filled by an earlier tfmodels
                   process that is not reported: its "compile s" is a restart's
+  tfmodels-outin  this package, XLA, with mT5's LM head stored `[vocab, d_model]`
+                  (`lm_head_layout="out_in"`): faster at several rows, slower at one;
+                  M2M100's tied head is always that way, so mT5 only
   tfmodels-vocab  this package, XLA, with the opt-in output-vocabulary restriction to
                   `--restricted-vocab` random ids (default 32,000; a real set comes from
                   `tfmodels.generation.output_vocabulary` on target-language text)
@@ -87,7 +90,7 @@ SOURCE_TOKENS = 32
 NEW_TOKENS = 32
 THREADS = 2
 RESTRICTED_VOCAB = 32000
-ENGINES = ["tfmodels", "tfmodels-warm", "tfmodels-graph", "tfmodels-int8", "tfmodels-int8-graph", "tfmodels-vocab", "torch", "hf-tf-xla", "ct2-fp32", "ct2-int8"]
+ENGINES = ["tfmodels", "tfmodels-warm", "tfmodels-graph", "tfmodels-outin", "tfmodels-int8", "tfmodels-int8-graph", "tfmodels-vocab", "torch", "hf-tf-xla", "ct2-fp32", "ct2-int8"]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -160,14 +163,15 @@ def worker_ceiling(name, repeats):
 
 
 def worker_tfmodels(name, settings, repeats, jit_compile=True, restricted_vocab=None,
-                    quantize=None):
+                    quantize=None, lm_head_layout="in_out"):
     _set_tf_threads()
     from tfmodels import M2M100Config, M2M100ForConditionalGeneration, MT5Config, MT5ForConditionalGeneration
 
     spec = MODELS[name]
     started = time.perf_counter()
     if spec["family"] == "mt5":
-        model = MT5ForConditionalGeneration(MT5Config(**spec["config"]))
+        model = MT5ForConditionalGeneration(MT5Config(**spec["config"]),
+                                            lm_head_layout=lm_head_layout)
     else:
         model = M2M100ForConditionalGeneration(M2M100Config(**spec["config"]))
     if quantize:
@@ -332,6 +336,9 @@ def run_worker(arguments):
         result = worker_tfmodels(arguments.model, settings, arguments.repeats)
     elif engine == "tfmodels-warm":  # the parent passes the cache in TF_XLA_FLAGS
         result = worker_tfmodels(arguments.model, settings, arguments.repeats)
+    elif engine == "tfmodels-outin":
+        result = worker_tfmodels(arguments.model, settings, arguments.repeats,
+                                 lm_head_layout="out_in")
     elif engine == "tfmodels-graph":
         result = worker_tfmodels(arguments.model, settings, arguments.repeats, jit_compile=False)
     elif engine == "tfmodels-int8":
@@ -448,9 +455,9 @@ def _run_engines_once(arguments, name, spec, engines, settings, repeats, ct2_pyt
     for engine in engines:
         python = sys.executable
         extra = []
+        if engine in ("hf-tf-xla", "tfmodels-outin") and spec["family"] != "mt5":
+            continue
         if engine == "hf-tf-xla":
-            if spec["family"] != "mt5":
-                continue
             if not os.path.exists(arguments.tf_python):
                 print(f"  skip hf-tf-xla: no python at {arguments.tf_python} (see --help)")
                 continue

@@ -61,6 +61,50 @@ def test_golden_parity(models, golden, family):
         )
 
 
+def test_out_in_lm_head_layout_generates_the_same_ids(golden, tmp_path, monkeypatch):
+    """mT5 with `lm_head_layout="out_in"` (the head stored [vocab, d_model], for the panel
+    products several rows take under XLA) loads the same checkpoint, generates every golden
+    case with panels forced on for the small fixture (XLA and plain graph), writes back the
+    same reference tensors and keeps its layout through a `.keras` file."""
+    import keras
+
+    from tfmodels import MT5ForConditionalGeneration
+    from tfmodels.layers import products
+
+    monkeypatch.setattr(products, "PANEL_PRODUCT_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(products, "MIN_PANEL_ROWS", 2)
+    directory = os.path.join(support.GENERATION_FIXTURE_DIR, "mt5")
+    model = MT5ForConditionalGeneration.from_pretrained(directory, lm_head_layout="out_in")
+    reference = support.load_fixture_model("mt5")
+    config = model.config
+    assert tuple(model.lm_head.kernel.shape) == (config.vocab_size, config.d_model)
+    assert tuple(reference.lm_head.kernel.shape) == (config.d_model, config.vocab_size)
+
+    input_ids, attention_mask = _inputs(golden, "mt5")
+    for case in golden["mt5"]["cases"]:
+        options = support.our_options(case["options"], len(input_ids))
+        for jit_compile in (True, False):
+            sequences, scores = support.our_generate(model, input_ids, attention_mask,
+                                                     jit_compile=jit_compile, **options)
+            support.assert_generation_matches(
+                sequences, scores, case["expected"], support.fill_token("mt5", options),
+                f"out_in head/{case['name']}/jit={jit_compile}",
+            )
+
+    ours, theirs = model.hf_state_dict(), reference.hf_state_dict()
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        np.testing.assert_array_equal(np.asarray(ours[name]), np.asarray(theirs[name]), name)
+
+    path = str(tmp_path / "out_in.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.lm_head_layout == "out_in"
+    np.testing.assert_array_equal(loaded.lm_head.kernel.numpy(), model.lm_head.kernel.numpy())
+    with pytest.raises(ValueError, match="lm_head_layout"):
+        MT5ForConditionalGeneration(config, lm_head_layout="rows")
+
+
 def test_golden_outputs_end_at_different_steps(golden):
     for family in support.FAMILIES:
         for case in golden[family]["cases"]:

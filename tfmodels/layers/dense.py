@@ -10,8 +10,9 @@ WEIGHT_QUANTIZATION_MODES = ("int8",)
 # "in_out": Keras' `[in, out]` kernel. "out_in": PyTorch's `[out, in]`, which XLA on CPU
 # multiplies faster at decoding sizes (see `tfmodels.layers.products`).
 KERNEL_LAYOUTS = ("in_out", "out_in")
-# The layout of every attention and feed-forward projection (LM heads keep "in_out": XLA's
-# single-row product reads mT5's [512, 250112] head faster that way).
+# The layout of every attention and feed-forward projection. An untied LM head defaults to
+# "in_out" (XLA's single-row product reads mT5's [512, 250112] head faster that way) and
+# takes either (the model's `lm_head_layout`).
 PROJECTION_KERNEL_LAYOUT = "out_in"
 
 
