@@ -20,7 +20,7 @@ from tfmodels.generation.options import (
     special_tokens,
 )
 from tfmodels.layers.int8_matrix import widened_int8_matrices
-from tfmodels.layers.products import is_single_row, in_xla_context, rows_times_transposed
+from tfmodels.layers.products import in_xla_context, is_single_row, rows_times_transposed
 
 # Names and dtypes of the tensors a compiled search takes (shapes follow the plan).
 INPUT_DTYPES = {
@@ -72,8 +72,8 @@ def lm_head_logits(model, hidden):
     A tied head multiplies by the `[vocab, d_model]` embedding matrix. Written as
     `(E @ h^T)^T` it streams that matrix row by row; the textbook `h @ E^T` makes the
     plain-graph CPU kernel walk it against its layout (5x slower at 8 rows). Under XLA a
-    few rows take `rows_times_transposed`'s panel product instead (m2m100_418M at 8 rows:
-    25 instead of 46 ms); without XLA panels are 2x slower than `(E @ h^T)^T`.
+    few rows take `rows_times_transposed`'s panel product instead (m2m100_418M's head at 8
+    rows: 25-39 instead of 46 ms); without XLA panels are 2x slower than `(E @ h^T)^T`.
     """
     if model.lm_head is not None or model.int8_tied_head is not None:
         return model.compute_logits(hidden)
