@@ -399,3 +399,21 @@ def bf16_vs_fp32(fp32_outputs, bf16_outputs, labels):
         loss_diff=abs(float(to_numpy(bf16_outputs.loss)) - float(to_numpy(fp32_outputs.loss))),
         tokens=int(counted.sum()),
     )
+
+
+def assert_few_row_generation_matches_reference(reference, model, vocab_size, new_tokens=6):
+    """Greedy at 8 rows and beam 4 at 1 row (4 rows), XLA: the decoding products of a
+    real-size model take panels there (`tfmodels.layers.products`); the ids must be the
+    reference's. Every row runs exactly `new_tokens` steps."""
+    import torch
+
+    input_ids = np.random.RandomState(7).randint(4, vocab_size, size=(8, 12)).astype(np.int32)
+    options = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                   length_penalty=1.0, early_stopping=True, no_repeat_ngram_size=0,
+                   repetition_penalty=1.0)
+    for rows, num_beams in ((8, 1), (1, 4)):
+        ours = model.generate(input_ids[:rows], num_beams=num_beams, **options).numpy()
+        with torch.inference_mode():
+            theirs = reference.generate(torch.from_numpy(input_ids[:rows]).long(),
+                                        num_beams=num_beams, **options).numpy()
+        np.testing.assert_array_equal(ours, theirs, f"{rows} rows x beam {num_beams}")

@@ -15,6 +15,7 @@ from helpers import (
     LOGIT_RTOL,
     M2M100_IDS,
     M2M100_418M_CONFIG_JSON,
+    assert_few_row_generation_matches_reference,
     assert_loss_close,
     assert_rel_close,
     assert_tensors_equal,
@@ -65,6 +66,10 @@ def test_config_is_the_real_m2m100_418m(model):
     assert (config.encoder_ffn_dim, config.decoder_ffn_dim) == (4096, 4096)
     assert config.scale_embedding and config.tie_word_embeddings
     assert model.count_params() == 483_905_536  # m2m100_418M's parameters (tied head)
+
+
+def test_m2m100_418m_few_row_generation_matches_reference(reference, model):
+    assert_few_row_generation_matches_reference(reference, model, VOCAB)
 
 
 @pytest.mark.parametrize("side", ["right", "left"])

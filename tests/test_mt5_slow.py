@@ -15,6 +15,7 @@ from helpers import (
     LOGIT_RTOL,
     MT5_IDS,
     MT5_SMALL_CONFIG_JSON,
+    assert_few_row_generation_matches_reference,
     assert_loss_close,
     assert_rel_close,
     assert_tensors_equal,
@@ -64,6 +65,10 @@ def test_config_is_the_real_mt5_small(model):
     assert (config.relative_attention_num_buckets, config.relative_attention_max_distance) == (
         32, 128)
     assert model.count_params() == 300_176_768  # mt5-small's parameter count
+
+
+def test_mt5_small_few_row_generation_matches_reference(reference, model):
+    assert_few_row_generation_matches_reference(reference, model, VOCAB)
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
