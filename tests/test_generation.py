@@ -48,16 +48,21 @@ def test_golden_parity(models, golden, family):
     """Same ids (and beam scores within 1e-4) as the reference for every recorded case:
     greedy, min_new_tokens, beam 4 with length penalties 0.6 / 1.5 / 2.0 and early_stopping
     True / False / "never", num_return_sequences, forced BOS (scalar and per example)."""
-    model = models[family]
-    input_ids, attention_mask = _inputs(golden, family)
     cases = golden[family]["cases"]
     assert {case["name"] for case in cases} == {name for name, _ in support.golden_cases(family)}
-    for case in cases:
+    _assert_golden_cases(models[family], golden, family, family)
+
+
+def _assert_golden_cases(model, golden, family, label, **extra_options):
+    """`model` generates every recorded case of `family` as the reference did."""
+    input_ids, attention_mask = _inputs(golden, family)
+    for case in golden[family]["cases"]:
         options = support.our_options(case["options"], len(input_ids))
-        sequences, scores = support.our_generate(model, input_ids, attention_mask, **options)
+        sequences, scores = support.our_generate(model, input_ids, attention_mask,
+                                                 **options, **extra_options)
         support.assert_generation_matches(
             sequences, scores, case["expected"], support.fill_token(family, options),
-            f"{family}/{case['name']}",
+            f"{label}/{case['name']}",
         )
 
 
@@ -80,16 +85,9 @@ def test_out_in_lm_head_layout_generates_the_same_ids(golden, tmp_path, monkeypa
     assert tuple(model.lm_head.kernel.shape) == (config.vocab_size, config.d_model)
     assert tuple(reference.lm_head.kernel.shape) == (config.d_model, config.vocab_size)
 
-    input_ids, attention_mask = _inputs(golden, "mt5")
-    for case in golden["mt5"]["cases"]:
-        options = support.our_options(case["options"], len(input_ids))
-        for jit_compile in (True, False):
-            sequences, scores = support.our_generate(model, input_ids, attention_mask,
-                                                     jit_compile=jit_compile, **options)
-            support.assert_generation_matches(
-                sequences, scores, case["expected"], support.fill_token("mt5", options),
-                f"out_in head/{case['name']}/jit={jit_compile}",
-            )
+    for jit_compile in (True, False):
+        _assert_golden_cases(model, golden, "mt5", f"out_in head/jit={jit_compile}",
+                             jit_compile=jit_compile)
 
     ours, theirs = model.hf_state_dict(), reference.hf_state_dict()
     assert ours.keys() == theirs.keys()

@@ -71,9 +71,9 @@ def lm_head_logits(model, hidden):
 
     A tied head multiplies by the `[vocab, d_model]` embedding matrix. Written as
     `(E @ h^T)^T` it streams that matrix row by row; the textbook `h @ E^T` makes the
-    plain-graph CPU kernel walk it against its layout (5x slower at 8 rows). Under XLA a
-    few rows take `rows_times_transposed`'s panel product instead (m2m100_418M's head at 8
-    rows: 25-39 instead of 46 ms); without XLA panels are 2x slower than `(E @ h^T)^T`.
+    plain-graph CPU kernel walk it against its layout (5x slower at 8 rows). Several rows
+    go through `rows_times_transposed`, which takes that form without XLA and, under XLA,
+    its panel product (m2m100_418M's head at 8 rows: 25-39 instead of 46 ms).
     """
     if model.lm_head is not None or model.int8_tied_head is not None:
         return model.compute_logits(hidden)
@@ -81,7 +81,7 @@ def lm_head_logits(model, hidden):
     if scale != 1.0:
         hidden = hidden * tf.cast(scale, hidden.dtype)
     embeddings = tf.cast(model.token_embedding.embeddings, hidden.dtype)
-    if in_xla_context() and not is_single_row(hidden):
+    if not is_single_row(hidden):
         return tf.cast(rows_times_transposed(hidden, embeddings), tf.float32)
     logits_vr = tf.matmul(embeddings, hidden, transpose_b=True)  # [vocab, rows]
     return tf.cast(tf.transpose(logits_vr), tf.float32)
