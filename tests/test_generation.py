@@ -246,18 +246,36 @@ def test_lengths_within_a_bucket_reuse_one_compiled_function(models):
                              min_new_tokens=min_new_tokens, num_beams=2, length_penalty=1.3)
         return out, time.perf_counter() - started
 
-    _, first_seconds = call(batch=5, length=13, max_new_tokens=12)  # buckets 6, 16, 16
+    # Buckets: batch 6, source 16, KV cache 16 (max_length 14-17 less the unfed last token).
+    _, first_seconds = call(batch=5, length=13, max_new_tokens=13)
     functions = len(compiled_functions(model))
     traces = trace_count()
     later = []
-    for batch, length, max_new, min_new in [(6, 16, 13, None), (5, 14, 14, 3), (6, 15, 15, None),
-                                            (5, 13, 12, 12)]:
+    for batch, length, max_new, min_new in [(6, 16, 16, None), (5, 14, 14, 3), (6, 15, 15, None),
+                                            (5, 13, 13, 13)]:
         out, seconds = call(batch, length, max_new, min_new)
         assert out.shape[0] == batch
         later.append(seconds)
     assert len(compiled_functions(model)) == functions
     assert trace_count() == traces
     assert max(later) < first_seconds / 3, (first_seconds, later)
+
+
+def test_kv_cache_bucket_leaves_out_the_token_never_fed_back(models, golden):
+    """The last buffer position is generated but never fed to the decoder, so the cache is
+    bucketed on `max_length - 1`: 32 new tokens after the start token (max_length 33) take
+    a 32-slot cache and a 33-token buffer (not 48 and 48), one token more takes the next
+    bucket; both still produce every requested token."""
+    model = models["mt5"]
+    input_ids, attention_mask = _inputs(golden, "mt5")
+    input_ids, attention_mask = input_ids[:2], attention_mask[:2]
+    for max_new_tokens, buffer_length in [(32, 33), (33, 49)]:
+        before = set(compiled_functions(model))
+        out = model.generate(input_ids, attention_mask=attention_mask,
+                             max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens)
+        assert out.shape == (2, 1 + max_new_tokens)
+        (plan, _), = [key for key in compiled_functions(model) if key not in before]
+        assert plan.buffer_length == buffer_length
 
 
 def test_output_length_is_the_longest_row(models, golden):
@@ -465,3 +483,70 @@ def test_decoding_lm_head_matches_compute_logits(models, monkeypatch):
                 logits = tf.function(lambda h, m=model: lm_head_logits(m, h),
                                      jit_compile=jit_compile)(hidden)
                 np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("module_name", ["generate", "generation_config", "graph",
+                                         "logits_processors", "top_k"])
+def test_generation_docstring_examples_run(module_name):
+    """The generation modules' docstring examples run as written."""
+    import doctest
+    import importlib
+
+    module = importlib.import_module(f"tfmodels.generation.{module_name}")
+    result = doctest.testmod(module, extraglobs={"tf": tf, "np": np}, verbose=False)
+    assert result.attempted > 0
+    assert result.failed == 0
+
+
+@pytest.mark.parametrize("width", [4 * 128112, 100003, 4 * 250112])
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_blocked_top_k_equals_tf_top_k(width, jit_compile):
+    """The blocked top-k (blocks of 272 for m2m100's beams x vocabulary, a free reshape;
+    padded blocks for a prime width; 256 for mT5's) returns exactly `tf.math.top_k`'s
+    values and indices, ties (coarsely rounded scores) going to the lower index."""
+    from tfmodels.generation.top_k import block_size_for, top_k
+
+    assert block_size_for(4 * 128112) == 272 and (4 * 128112) % 272 == 0
+    rng = np.random.RandomState(width % 1000)
+    scores = tf.constant(np.round(rng.normal(size=[3, width]) * 4) / 4, tf.float32)
+    fn = tf.function(lambda values: top_k(values, 8), jit_compile=jit_compile)
+    values, indices = fn(scores)
+    expected = tf.math.top_k(scores, 8)
+    np.testing.assert_array_equal(values.numpy(), expected.values.numpy())
+    np.testing.assert_array_equal(indices.numpy(), expected.indices.numpy())
+
+
+def test_step_dependent_processors_are_selects_under_xla():
+    """Minimum length and forced BOS / EOS act only at some steps: a `tf.cond` in the plain
+    graph (skipped at the other steps) and a select under XLA (a conditional there copies
+    the whole score matrix in and out); both give the same scores at every step."""
+    from tfmodels.generation.logits_processors import (
+        LogitsProcessing,
+        ProcessorSpec,
+        ProcessorValues,
+    )
+
+    spec = ProcessorSpec(vocab_size=50, eos_token_ids=(1,), allow_forced_bos=True)
+
+    def process(scores, cur_len):
+        values = ProcessorValues(
+            max_length=tf.constant(6), min_length=tf.constant(3),
+            repetition_penalty=tf.constant(1.0), temperature=tf.constant(1.0),
+            top_p=tf.constant(1.0), forced_bos_token_id=tf.constant([7, -1]),
+            forced_eos_token_id=tf.constant(2),
+        )
+        return LogitsProcessing(spec, values)(scores, tf.zeros([2, 6], tf.int32), cur_len)
+
+    scores = tf.random.stateless_normal([2, 50], seed=[1, 2])
+    compiled, graph = tf.function(process, jit_compile=True), tf.function(process)
+    for step in range(1, 6):
+        cur_len = tf.constant(step)
+        np.testing.assert_array_equal(compiled(scores, cur_len).numpy(),
+                                      graph(scores, cur_len).numpy())
+    assert float(graph(scores, tf.constant(1))[0, 7]) == 0.0  # forced BOS, row 0 only
+    assert np.isinf(graph(scores, tf.constant(2))[1, 1])  # EOS blocked below min length
+    assert float(graph(scores, tf.constant(5))[1, 2]) == 0.0  # forced EOS at max_length - 1
+    hlo = compiled.experimental_get_compiler_ir(scores, tf.constant(1))(stage="optimized_hlo")
+    assert "conditional(" not in hlo
+    ops = {op.type for op in graph.get_concrete_function(scores, tf.constant(1)).graph.get_operations()}
+    assert ops & {"If", "StatelessIf"}

@@ -480,3 +480,26 @@ def test_docstring_examples_run(module_name):
     result = doctest.testmod(module, extraglobs={"keras": keras, "tf": tf}, verbose=False)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+@pytest.mark.parametrize("new_len", [1, 3])
+def test_cache_update_is_in_place_under_xla(new_len):
+    """Under XLA the KV-cache write is XLA's dynamic-update-slice (in place on the loop's
+    cache, not a select over every slot); both paths write exactly the new keys at the
+    dynamic position and leave the other slots as they were."""
+    from tfmodels.layers.attention import _dynamic_update_slice
+
+    cache = tf.reshape(tf.range(2 * 3 * 7 * 4, dtype=tf.float32), [2, 3, 7, 4])
+    update = -1.0 - tf.reshape(tf.range(2 * 3 * new_len * 4, dtype=tf.float32), [2, 3, new_len, 4])
+    position = tf.constant(2, tf.int32)
+
+    def write(cache, update, position):
+        return _dynamic_update_slice(cache, update, [0, 0, position, 0])
+
+    expected = cache.numpy().copy()
+    expected[:, :, 2:2 + new_len] = update.numpy()
+    compiled = tf.function(write, jit_compile=True)
+    for fn in (compiled, tf.function(write)):
+        np.testing.assert_array_equal(fn(cache, update, position).numpy(), expected)
+    hlo = compiled.experimental_get_compiler_ir(cache, update, position)(stage="optimized_hlo")
+    assert "dynamic-update-slice(" in hlo and "select(" not in hlo

@@ -1,8 +1,8 @@
 """`generate`: input checks, shape buckets and an LRU cache of compiled search functions.
 
 A call pads its batch and source length up to a bucket (1, 2, 3, 4, 6, 8, 12, 16, 24, ...:
-powers of two and their midpoints, so padding wastes at most a third), and the token
-buffer / KV cache to a bucket of `max_length`. Each `(bucket, static options)` pair is
+powers of two and their midpoints, so padding wastes at most a third), and the KV cache
+to a bucket of `max_length - 1` (the token buffer is one longer). Each `(bucket, static options)` pair is
 traced and compiled once and kept in a per-model LRU cache, so a long-running process
 compiles a bounded number of functions whatever lengths it sees. Run-time options
 (lengths, penalties, temperature, seed, forced BOS ids) are tensors and never recompile.
@@ -281,7 +281,9 @@ def generate(
     lengths = resolve_lengths(model, config, prompt.shape[1], max_length_was_passed)
     batch_bucket = bucket_size(batch)
     source_bucket = bucket_size(source_length, MIN_SOURCE_BUCKET)
-    buffer_bucket = bucket_size(lengths.max_length, MIN_BUFFER_BUCKET)
+    # The last token of the buffer is never fed back, so the KV cache (one slot shorter
+    # than the buffer) is what gets the bucket: max_length 33 caches 32 slots, not 48.
+    buffer_bucket = bucket_size(lengths.max_length - 1, MIN_BUFFER_BUCKET) + 1
     plan = make_plan(
         model, config, lengths, batch_size=batch_bucket, source_length=source_bucket,
         buffer_length=buffer_bucket,

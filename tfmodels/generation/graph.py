@@ -161,7 +161,8 @@ def _run_search(model, plan, inputs):
     # Encoder once per input row; its projected K/V and mask are repeated per beam/sample.
     encoder_mask = inputs["attention_mask"]
     encoder_states = model.encode(inputs["input_ids"], encoder_mask)["last_hidden_state"]
-    cache = model.init_decoding_cache(encoder_states, buffer_length)
+    # The buffer's last token is never fed to the decoder: the cache needs one slot less.
+    cache = model.init_decoding_cache(encoder_states, buffer_length - 1)
     self_cache = [
         (_repeat_rows(key, expansion), _repeat_rows(value, expansion)) for key, value in cache["self"]
     ]

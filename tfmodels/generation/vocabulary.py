@@ -5,9 +5,9 @@ decoder-side parameters), so limiting the output vocabulary to the tokens a targ
 language uses makes each step read far less. `output_vocabulary` builds that id set from
 a sample of target-language text; pass it as `generate(..., output_token_ids=ids)`.
 
-Example:
->>> ids = output_vocabulary(tokenizer, german_sample_lines)
->>> model.generate(input_ids, attention_mask=mask, output_token_ids=ids)
+Example (needs a loaded tokenizer and model):
+>>> ids = output_vocabulary(tokenizer, german_sample_lines)  # doctest: +SKIP
+>>> model.generate(input_ids, attention_mask=mask, output_token_ids=ids)  # doctest: +SKIP
 """
 
 import numpy as np

@@ -9,7 +9,15 @@ from tfmodels.layers.initializers import (
     get_optional_initializer,
     serialize_optional_initializer,
 )
+from tfmodels.layers.products import in_xla_context
 from tfmodels.layers.shapes import dimension, dimensions
+
+try:  # XLA's own dynamic-update-slice; a private module, so a select stands in without it
+    from tensorflow.compiler.tf2xla.python.xla import (
+        dynamic_update_slice as _xla_dynamic_update_slice,
+    )
+except ImportError:  # pragma: no cover
+    _xla_dynamic_update_slice = None
 
 # Additive bias for masked positions. The most negative float32, as the reference uses, so
 # a row with every key masked degrades to a uniform average instead of NaN.
@@ -189,13 +197,15 @@ def _dynamic_update_slice(tensor, update, start_indices):
     `[batch, heads, cache_len, head_dim]` at time position `start_indices[2]` (an int32
     scalar that may be a loop variable; the other start indices must be 0).
 
-    Expressed as a select over the time axis, which compiles under XLA with a dynamic
-    position (XLA turns it into an in-place dynamic-update-slice inside a while loop;
-    TensorStridedSliceUpdate needs a compile-time-constant begin there) and runs as one
-    fused elementwise kernel in a plain graph, so the same stock-op graph serves both
-    decoding paths. The values written are exactly `update`.
+    Under XLA it is XLA's own dynamic-update-slice, which updates the loop-carried cache in
+    place: only the new positions are written. Elsewhere it is a select over the time axis,
+    one fused elementwise kernel in a plain graph (TensorStridedSliceUpdate would need a
+    constant begin inside a while loop there). The values written are exactly `update`.
     """
     position = tf.cast(start_indices[2], tf.int32)
+    if _xla_dynamic_update_slice is not None and in_xla_context():
+        zero = tf.constant(0, tf.int32)
+        return _xla_dynamic_update_slice(tensor, update, tf.stack([zero, zero, position, zero]))
     cache_len = dimension(tensor, 2)
     new_len = dimension(update, 2)
     slots = tf.range(cache_len, dtype=tf.int32)
