@@ -2,10 +2,11 @@
 
 A call pads its batch and source length up to a bucket (1, 2, 3, 4, 6, 8, 12, 16, 24, ...:
 powers of two and their midpoints, so padding wastes at most a third), and the KV cache
-to a bucket of `max_length - 1` (the token buffer is one longer). Each `(bucket, static options)` pair is
-traced and compiled once and kept in a per-model LRU cache, so a long-running process
-compiles a bounded number of functions whatever lengths it sees. Run-time options
-(lengths, penalties, temperature, seed, forced BOS ids) are tensors and never recompile.
+to a bucket of `max_length - 1` (the token buffer is one longer: its last token is never
+fed back). Each `(bucket, static options)` pair is traced and compiled once and kept in
+a per-model LRU cache, so a long-running process compiles a bounded number of functions
+whatever lengths it sees. Run-time options (lengths, penalties, temperature, seed,
+forced BOS ids) are tensors and never recompile.
 """
 
 import collections
