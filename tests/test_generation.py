@@ -550,3 +550,22 @@ def test_step_dependent_processors_are_selects_under_xla():
     assert "conditional(" not in hlo
     ops = {op.type for op in graph.get_concrete_function(scores, tf.constant(1)).graph.get_operations()}
     assert ops & {"If", "StatelessIf"}
+
+
+@pytest.mark.parametrize("family", sorted(support.FAMILIES))
+def test_decode_step_past_the_end_of_the_cache_is_an_error(models, golden, family):
+    """Writing tokens beyond the cache (or at a negative index) names the sizes instead of
+    clamping (XLA) or dropping (plain graph) them; the last slot itself still works."""
+    model = models[family]
+    input_ids, attention_mask = _inputs(golden, family)
+    states = model.encode(input_ids[:1], attention_mask[:1])["last_hidden_state"]
+    cache = model.init_decoding_cache(states, 4)
+    start = model.generation_config.decoder_start_token_id
+    logits, _ = model.decode_step(np.full([1, 1], start), cache, 3,
+                                  encoder_attention_mask=attention_mask[:1])
+    assert logits.shape[:2] == (1, 1)
+    with pytest.raises(ValueError, match="2 token.* at cache_index 3 do not fit a 4-slot cache"):
+        model.decode_step(np.full([1, 2], start), cache, 3, encoder_attention_mask=attention_mask[:1])
+    with pytest.raises(ValueError, match="cache_index -1"):
+        model.decode_step(np.full([1, 1], start), cache, tf.constant(-1),
+                          encoder_attention_mask=attention_mask[:1])

@@ -472,6 +472,7 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         cache. Returns `(logits [batch, new_len, vocab] float32, updated cache)`;
         `decoder_padding_mask` (`[batch, max_length]`) marks cache slots to ignore."""
         decoder_input_ids = tf.cast(decoder_input_ids, tf.int32)
+        _check_cache_room(cache, cache_index, decoder_input_ids.shape[1])
         outputs = self.decoder(
             self.embed_inputs(decoder_input_ids, is_decoder=True, past_length=cache_index),
             padding_mask=decoder_padding_mask,
@@ -678,3 +679,21 @@ def _reference_parameters(layer):
     if isinstance(layer, RelativePositionBias):
         return [("weight", layer.embeddings, False)]
     raise TypeError(f"No reference parameter layout for {type(layer).__name__}")
+
+
+def _check_cache_room(cache, cache_index, new_len):
+    """Raises when `new_len` tokens written at a known `cache_index` would not fit the
+    self-attention cache: XLA's in-place write would clamp the position and overwrite
+    earlier slots, the plain graph's select would drop the tokens. (A `cache_index` known
+    only at run time, as in the compiled search, is sized by its caller.)"""
+    index = tf.get_static_value(cache_index)
+    if index is None or new_len is None or not cache["self"]:
+        return
+    cache_len = cache["self"][0][0].shape[2]
+    index = int(index)
+    if index < 0 or (cache_len is not None and index + new_len > cache_len):
+        raise ValueError(
+            f"decode_step: {new_len} token(s) at cache_index {index} do not fit a "
+            f"{cache_len}-slot cache; make it with init_decoding_cache(..., max_length >= "
+            f"{index + new_len}) or pass a cache_index in [0, {cache_len} - new_len]"
+        )
