@@ -417,3 +417,23 @@ def assert_few_row_generation_matches_reference(reference, model, vocab_size, ne
             theirs = reference.generate(torch.from_numpy(input_ids[:rows]).long(),
                                         num_beams=num_beams, **options).numpy()
         np.testing.assert_array_equal(ours, theirs, f"{rows} rows x beam {num_beams}")
+
+
+def optimized_hlo(function, *inputs):
+    """XLA's optimized HLO text of `function` compiled for `inputs`."""
+    import tensorflow as tf
+
+    return tf.function(function, jit_compile=True).experimental_get_compiler_ir(*inputs)(
+        stage="optimized_hlo"
+    )
+
+
+def assert_docstring_examples_run(module_name, **globals_):
+    """Every docstring example of module `module_name` runs as written (at least one)."""
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module_name), extraglobs=globals_,
+                             verbose=False)
+    assert result.attempted > 0
+    assert result.failed == 0

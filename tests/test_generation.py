@@ -24,7 +24,7 @@ from tfmodels.generation import (
     generate_graph,
     trace_count,
 )
-from helpers import M2M100_418M_CONFIG_JSON
+from helpers import M2M100_418M_CONFIG_JSON, assert_docstring_examples_run, optimized_hlo
 
 
 @pytest.fixture(scope="module")
@@ -489,13 +489,7 @@ def test_decoding_lm_head_matches_compute_logits(models, monkeypatch):
                                          "logits_processors", "top_k"])
 def test_generation_docstring_examples_run(module_name):
     """The generation modules' docstring examples run as written."""
-    import doctest
-    import importlib
-
-    module = importlib.import_module(f"tfmodels.generation.{module_name}")
-    result = doctest.testmod(module, extraglobs={"tf": tf, "np": np}, verbose=False)
-    assert result.attempted > 0
-    assert result.failed == 0
+    assert_docstring_examples_run(f"tfmodels.generation.{module_name}", tf=tf, np=np)
 
 
 @pytest.mark.parametrize("width", [4 * 128112, 100003, 4 * 250112])
@@ -546,7 +540,7 @@ def test_step_dependent_processors_are_selects_under_xla():
     assert float(graph(scores, tf.constant(1))[0, 7]) == 0.0  # forced BOS, row 0 only
     assert np.isinf(graph(scores, tf.constant(2))[1, 1])  # EOS blocked below min length
     assert float(graph(scores, tf.constant(5))[1, 2]) == 0.0  # forced EOS at max_length - 1
-    hlo = compiled.experimental_get_compiler_ir(scores, tf.constant(1))(stage="optimized_hlo")
+    hlo = optimized_hlo(process, scores, tf.constant(1))
     assert "conditional(" not in hlo
     ops = {op.type for op in graph.get_concrete_function(scores, tf.constant(1)).graph.get_operations()}
     assert ops & {"If", "StatelessIf"}

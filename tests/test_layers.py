@@ -26,6 +26,8 @@ from tfmodels.layers import (
 from tfmodels.layers.activations import ACTIVATION_NAMES
 from tfmodels.layers.relative_position_bias import relative_position_bucket
 
+from helpers import assert_docstring_examples_run, optimized_hlo
+
 # (num_buckets, max_distance): mt5-small's, the tiny test config's, and odd sizes.
 BUCKET_SETTINGS = [(32, 128), (8, 20), (16, 64), (10, 33), (7, 9)]
 # Every distance in [-300, 300]: covers the exact/log boundary (num_buckets // 4 or // 2),
@@ -354,12 +356,6 @@ def test_out_in_dense_mixed_precision_and_config():
     assert Dense.from_config(out_in.get_config()).kernel_layout == "out_in"
 
 
-def _optimized_hlo(function, *inputs):
-    return tf.function(function, jit_compile=True).experimental_get_compiler_ir(*inputs)(
-        stage="optimized_hlo"
-    )
-
-
 def test_single_row_products_are_not_fused_into_their_bias_or_residual_add():
     """XLA's CPU backend fuses a matrix-vector product into a following add and runs that
     fusion on one thread; the projections' bias and residual adds must not take that form
@@ -368,11 +364,11 @@ def test_single_row_products_are_not_fused_into_their_bias_or_residual_add():
     row = tf.random.stateless_normal((1, 32), seed=(3, 4))
     dense.build(row.shape)
     # The check itself can fail: the naive form of the same computation is output-fused.
-    naive = _optimized_hlo(
+    naive = optimized_hlo(
         lambda x: tf.matmul(x, dense.kernel, transpose_b=True) + dense.bias, row
     )
     assert "kind=kOutput" in naive
-    assert "kind=kOutput" not in _optimized_hlo(dense, row)
+    assert "kind=kOutput" not in optimized_hlo(dense, row)
     np.testing.assert_allclose(
         tf.function(dense, jit_compile=True)(row).numpy(),
         (tf.matmul(row, dense.kernel, transpose_b=True) + dense.bias).numpy(),
@@ -383,7 +379,7 @@ def test_single_row_products_are_not_fused_into_their_bias_or_residual_add():
     hidden = tf.random.stateless_normal((1, 1, 16), seed=(5, 6))
     context = {"encoder_hidden_states": _hidden((1, 7, 16), 1)}
     eager = layer(hidden, **context)[0]
-    assert "kind=kOutput" not in _optimized_hlo(lambda x: layer(x, **context)[0], hidden)
+    assert "kind=kOutput" not in optimized_hlo(lambda x: layer(x, **context)[0], hidden)
     np.testing.assert_allclose(
         tf.function(lambda x: layer(x, **context)[0], jit_compile=True)(hidden).numpy(),
         eager.numpy(), rtol=1e-5, atol=1e-6,
@@ -401,7 +397,7 @@ def test_few_row_products_run_in_panels_under_xla(rows, panelled):
     matrix_oi = tf.random.stateless_normal((4096, 64), seed=(1, 2))  # 2**18 entries
     inputs_ri = tf.random.stateless_normal((rows, 64), seed=(3, 4))
     assert products.panel_rows_for(4096, 64) == 2048
-    hlo = _optimized_hlo(lambda x: products.rows_times_transposed(x, matrix_oi), inputs_ri)
+    hlo = optimized_hlo(lambda x: products.rows_times_transposed(x, matrix_oi), inputs_ri)
     # The panel product is the only dot with a batch dimension.
     assert ("lhs_batch_dims={0}" in hlo) == panelled
     expected = tf.function(products.rows_times_transposed)(inputs_ri, matrix_oi)
@@ -473,13 +469,7 @@ def test_get_config_from_config_round_trip(name):
 def test_docstring_examples_run(module_name):
     """Each layer's docstring example is a runnable standalone use of the layer (first
     call builds it), not just documentation."""
-    import doctest
-    import importlib
-
-    module = importlib.import_module(f"tfmodels.layers.{module_name}")
-    result = doctest.testmod(module, extraglobs={"keras": keras, "tf": tf}, verbose=False)
-    assert result.attempted > 0
-    assert result.failed == 0
+    assert_docstring_examples_run(f"tfmodels.layers.{module_name}", keras=keras, tf=tf)
 
 
 @pytest.mark.parametrize("new_len", [1, 3])
@@ -498,8 +488,7 @@ def test_cache_update_is_in_place_under_xla(new_len):
 
     expected = cache.numpy().copy()
     expected[:, :, 2:2 + new_len] = update.numpy()
-    compiled = tf.function(write, jit_compile=True)
-    for fn in (compiled, tf.function(write)):
+    for fn in (tf.function(write, jit_compile=True), tf.function(write)):
         np.testing.assert_array_equal(fn(cache, update, position).numpy(), expected)
-    hlo = compiled.experimental_get_compiler_ir(cache, update, position)(stage="optimized_hlo")
+    hlo = optimized_hlo(write, cache, update, position)
     assert "dynamic-update-slice(" in hlo and "select(" not in hlo

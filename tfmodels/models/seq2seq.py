@@ -692,8 +692,9 @@ def _check_cache_room(cache, cache_index, new_len):
     cache_len = cache["self"][0][0].shape[2]
     index = int(index)
     if index < 0 or (cache_len is not None and index + new_len > cache_len):
+        last_index = "cache_len - new_len" if cache_len is None else cache_len - new_len
         raise ValueError(
             f"decode_step: {new_len} token(s) at cache_index {index} do not fit a "
             f"{cache_len}-slot cache; make it with init_decoding_cache(..., max_length >= "
-            f"{index + new_len}) or pass a cache_index in [0, {cache_len} - new_len]"
+            f"{max(index, 0) + new_len}) or pass a cache_index in [0, {last_index}]"
         )
