@@ -99,10 +99,10 @@ def make_checkpoint(directory):
     tokenizer = T5Tokenizer.from_pretrained(MT5_TOKENIZER_DIR)
     config = MT5Config.from_dict(dict(MT5_SMALL_CONFIG_JSON, dropout_rate=0.0))
     model = MT5ForConditionalGeneration(config)
-    kernel = model.lm_head.kernel
-    weights = np.asarray(kernel.numpy())
-    weights[:, tokenizer.vocabulary_size():] = 0.0
-    kernel.assign(weights)
+    head = model.lm_head
+    weights_vd = np.array(head.kernel_out_in())  # [vocab, d_model], whatever the layout
+    weights_vd[tokenizer.vocabulary_size():] = 0.0
+    head.kernel.assign(weights_vd if head.kernel_layout == "out_in" else weights_vd.T)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     parameters = sum(int(np.prod(v.shape)) for v in model.weights)

@@ -20,14 +20,17 @@ Engines:
                   /tmp/tfvenv/bin/pip install tf-keras==2.21.0`), skipped if absent
   tfmodels-int8   this package, XLA, with weight-only int8 decoding
                   (`model.quantize_weights("int8")`: decoder projections and LM head)
-  tfmodels-int8-graph  the same without XLA (an int8 export's default signatures)
+  tfmodels-int8dyn  this package, XLA, with int8 weights and activations
+                  (`model.quantize_weights("int8_dynamic")`, as CTranslate2's int8)
+  tfmodels-int8-graph  the same as tfmodels-int8 without XLA (an int8 export's default
+                  signatures)
   tfmodels-warm   this package, XLA, in a process that finds every search already in a
                   persistent XLA compilation cache (`--xla-cache` /
                   `use_persistent_compilation_cache`), filled by an earlier tfmodels
                   process that is not reported: its "compile s" is a restart's
-  tfmodels-outin  this package, XLA, with mT5's LM head stored `[vocab, d_model]`
-                  (`lm_head_layout="out_in"`): faster at several rows, slower at one;
-                  M2M100's tied head is always that way, so mT5 only
+  tfmodels-inout  this package, XLA, with mT5's LM head stored `[d_model, vocab]`
+                  (`lm_head_layout="in_out"`, not the default `"out_in"`): faster at
+                  one row, slower at several; M2M100's head is tied, so mT5 only
   tfmodels-vocab  this package, XLA, with the opt-in output-vocabulary restriction to
                   `--restricted-vocab` random ids (default 32,000; a real set comes from
                   `tfmodels.generation.output_vocabulary` on target-language text)
@@ -90,7 +93,7 @@ SOURCE_TOKENS = 32
 NEW_TOKENS = 32
 THREADS = 2
 RESTRICTED_VOCAB = 32000
-ENGINES = ["tfmodels", "tfmodels-warm", "tfmodels-graph", "tfmodels-outin", "tfmodels-int8", "tfmodels-int8-graph", "tfmodels-vocab", "torch", "hf-tf-xla", "ct2-fp32", "ct2-int8"]
+ENGINES = ["tfmodels", "tfmodels-warm", "tfmodels-graph", "tfmodels-inout", "tfmodels-int8", "tfmodels-int8dyn", "tfmodels-int8-graph", "tfmodels-vocab", "torch", "hf-tf-xla", "ct2-fp32", "ct2-int8"]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -163,7 +166,7 @@ def worker_ceiling(name, repeats):
 
 
 def worker_tfmodels(name, settings, repeats, jit_compile=True, restricted_vocab=None,
-                    quantize=None, lm_head_layout="in_out"):
+                    quantize=None, lm_head_layout="out_in"):
     _set_tf_threads()
     from tfmodels import M2M100Config, M2M100ForConditionalGeneration, MT5Config, MT5ForConditionalGeneration
 
@@ -336,13 +339,16 @@ def run_worker(arguments):
         result = worker_tfmodels(arguments.model, settings, arguments.repeats)
     elif engine == "tfmodels-warm":  # the parent passes the cache in TF_XLA_FLAGS
         result = worker_tfmodels(arguments.model, settings, arguments.repeats)
-    elif engine == "tfmodels-outin":
+    elif engine == "tfmodels-inout":
         result = worker_tfmodels(arguments.model, settings, arguments.repeats,
-                                 lm_head_layout="out_in")
+                                 lm_head_layout="in_out")
     elif engine == "tfmodels-graph":
         result = worker_tfmodels(arguments.model, settings, arguments.repeats, jit_compile=False)
     elif engine == "tfmodels-int8":
         result = worker_tfmodels(arguments.model, settings, arguments.repeats, quantize="int8")
+    elif engine == "tfmodels-int8dyn":
+        result = worker_tfmodels(arguments.model, settings, arguments.repeats,
+                                 quantize="int8_dynamic")
     elif engine == "tfmodels-int8-graph":
         result = worker_tfmodels(arguments.model, settings, arguments.repeats, jit_compile=False,
                                  quantize="int8")
@@ -455,7 +461,7 @@ def _run_engines_once(arguments, name, spec, engines, settings, repeats, ct2_pyt
     for engine in engines:
         python = sys.executable
         extra = []
-        if engine in ("hf-tf-xla", "tfmodels-outin") and spec["family"] != "mt5":
+        if engine in ("hf-tf-xla", "tfmodels-inout") and spec["family"] != "mt5":
             continue
         if engine == "hf-tf-xla":
             if not os.path.exists(arguments.tf_python):

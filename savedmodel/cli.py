@@ -47,9 +47,11 @@ def add_export_arguments(parser):
                      help="shapes the warm-up compiles per *_xla signature: 'smallest' (default: "
                      "batch 1, shortest bucket), 'all' (every batch x length bucket), or typical "
                      "request shapes 'BATCHxLENGTH,...' such as '4x32,16x64'")
-    parser.add_argument("--quantize", choices=["int8"], default=None,
-                        help="weight-only int8 decoding: the decoder's projections and LM "
-                        "head stored and read as int8 (faster decoding on CPU, smaller export)")
+    parser.add_argument("--quantize", choices=["int8", "int8_dynamic"], default=None,
+                        help="int8 decoding: the decoder's projections and LM head stored "
+                        "and read as int8 (faster decoding on CPU, smaller export); "
+                        "'int8_dynamic' quantises their inputs too (faster for batches and "
+                        "beams under XLA)")
     output = parser.add_argument_group("output")
     output.add_argument("--no-warmup", action="store_true",
                         help="do not write assets.extra/tf_serving_warmup_requests")

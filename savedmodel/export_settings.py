@@ -62,7 +62,8 @@ class ExportSettings:
         weight_quantization: `"int8"` exports weight-only int8 decoding
             (`model.quantize_weights`): the decoder's projections and the LM head are
             stored and read as int8, and their float copies are left out of the
-            SavedModel. None (default) keeps the model's own weights.
+            SavedModel; `"int8_dynamic"` also quantises those projections' inputs at run
+            time. None (default) keeps the model's own weights.
         model_name: name used in `models.config` and the README commands.
         version: numeric version folder; None = one above the highest existing one.
 

@@ -66,11 +66,11 @@ def _assert_golden_cases(model, golden, family, label, **extra_options):
         )
 
 
-def test_out_in_lm_head_layout_generates_the_same_ids(golden, tmp_path, monkeypatch):
-    """mT5 with `lm_head_layout="out_in"` (the head stored [vocab, d_model], for the panel
-    products several rows take under XLA) loads the same checkpoint, generates every golden
-    case with panels forced on for the small fixture (XLA and plain graph), writes back the
-    same reference tensors and keeps its layout through a `.keras` file."""
+def test_in_out_lm_head_layout_generates_the_same_ids(golden, tmp_path, monkeypatch):
+    """mT5 with `lm_head_layout="in_out"` (the head stored [d_model, vocab], not the default
+    [vocab, d_model]) loads the same checkpoint, generates every golden case (XLA and plain
+    graph, with the projections' panel products forced on for the small fixture), writes
+    back the same reference tensors and keeps its layout through a `.keras` file."""
     import keras
 
     from tfmodels import MT5ForConditionalGeneration
@@ -79,14 +79,14 @@ def test_out_in_lm_head_layout_generates_the_same_ids(golden, tmp_path, monkeypa
     monkeypatch.setattr(products, "PANEL_PRODUCT_MIN_ELEMENTS", 0)
     monkeypatch.setattr(products, "MIN_PANEL_ROWS", 2)
     directory = os.path.join(support.GENERATION_FIXTURE_DIR, "mt5")
-    model = MT5ForConditionalGeneration.from_pretrained(directory, lm_head_layout="out_in")
+    model = MT5ForConditionalGeneration.from_pretrained(directory, lm_head_layout="in_out")
     reference = support.load_fixture_model("mt5")
     config = model.config
-    assert tuple(model.lm_head.kernel.shape) == (config.vocab_size, config.d_model)
-    assert tuple(reference.lm_head.kernel.shape) == (config.d_model, config.vocab_size)
+    assert tuple(model.lm_head.kernel.shape) == (config.d_model, config.vocab_size)
+    assert tuple(reference.lm_head.kernel.shape) == (config.vocab_size, config.d_model)
 
     for jit_compile in (True, False):
-        _assert_golden_cases(model, golden, "mt5", f"out_in head/jit={jit_compile}",
+        _assert_golden_cases(model, golden, "mt5", f"in_out head/jit={jit_compile}",
                              jit_compile=jit_compile)
 
     ours, theirs = model.hf_state_dict(), reference.hf_state_dict()
@@ -94,11 +94,15 @@ def test_out_in_lm_head_layout_generates_the_same_ids(golden, tmp_path, monkeypa
     for name in ours:
         np.testing.assert_array_equal(np.asarray(ours[name]), np.asarray(theirs[name]), name)
 
-    path = str(tmp_path / "out_in.keras")
+    path = str(tmp_path / "in_out.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
-    assert loaded.lm_head_layout == "out_in"
+    assert loaded.lm_head_layout == "in_out"
     np.testing.assert_array_equal(loaded.lm_head.kernel.numpy(), model.lm_head.kernel.numpy())
+    # A file written before the option existed has no "lm_head_layout": its head is in_out.
+    file_config = dict(model.get_config())
+    del file_config["lm_head_layout"]
+    assert MT5ForConditionalGeneration.from_config(file_config).lm_head_layout == "in_out"
     with pytest.raises(ValueError, match="lm_head_layout"):
         MT5ForConditionalGeneration(config, lm_head_layout="rows")
 

@@ -81,16 +81,14 @@ def test_text_paths_never_generate_ids_the_tokenizer_cannot_decode(tmp_path):
 
     from fixtures.savedmodel.checkpoints import _save
     from savedmodel import ExportSettings, export_savedmodel
-    from test_training_support import small_model
+    from test_training_support import favour_token, small_model
     from tfmodels.cli import Translator
 
     tokenizer = T5Tokenizer.from_pretrained(os.path.join(DATA_DIR, "mt5_tokenizer"))
     decodable = tokenizer.decodable_token_ids()
     extra_id = int(decodable[-1]) + 5
     model = small_model("mt5", vocab_size=int(decodable[-1]) + 13)
-    kernel = model.lm_head.kernel.numpy()
-    kernel[:, extra_id] = 5.0  # the extra id wins every step unless suppressed
-    model.lm_head.kernel.assign(kernel)
+    favour_token(model, extra_id)  # the extra id wins every step unless suppressed
     checkpoint = str(tmp_path / "checkpoint")
     _save(model, tokenizer, checkpoint)
 

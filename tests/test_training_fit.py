@@ -90,8 +90,10 @@ def test_gradient_accumulation_on_unequal_micro_batches_is_token_weighted():
     micro[1]["labels"] = np.random.RandomState(0).randint(3, 60, (2, 6)).astype(np.int32)
     big = concat_batches(micro)
     model = small_model("mt5")
+    # Gradients reach 0.4: summing them in two parts differs from one sum by float32
+    # rounding (about 1e-6); averaging the micro-batch means would be off by 1.4.
     assert max_abs_diff(gradients_of_fit_step(model, big),
-                        gradients_of_fit_step(model, big, gradient_accumulation_steps=2)) < 1e-6
+                        gradients_of_fit_step(model, big, gradient_accumulation_steps=2)) < 1e-5
 
 
 def test_keras_optimizer_accumulation_runs_and_averages_micro_batch_means():

@@ -50,6 +50,17 @@ class RecordingSGD(keras.optimizers.SGD):
         return self.recorded[self._get_variable_index(variable)].numpy()
 
 
+def favour_token(model, token_id, weight=5.0):
+    """Sets every LM-head weight of `token_id` (an untied head, either layout) to `weight`,
+    so that the token wins every decoding step."""
+    kernel = model.lm_head.kernel.numpy()
+    if model.lm_head.kernel_layout == "out_in":
+        kernel[token_id, :] = weight
+    else:
+        kernel[:, token_id] = weight
+    model.lm_head.kernel.assign(kernel)
+
+
 def small_model(family="mt5", seed=0, dtype=None, **overrides):
     """A tiny model with weights fixed by `seed`."""
     from tfmodels import (M2M100Config, M2M100ForConditionalGeneration, MT5Config,

@@ -1,9 +1,11 @@
-"""Weight-only int8 decoding (`model.quantize_weights("int8")`, `Int8Matrix`, `Dense`).
+"""Int8 decoding (`model.quantize_weights("int8" | "int8_dynamic")`, `Int8Matrix`, `Dense`).
 
-The int8 path must compute exactly what its dequantised weights stand for (checked
-against float models holding those weights), agree between XLA and the plain graph,
-stay consistent with the teacher-forced forward and the restricted head, and refuse
-training; quantisation error itself is bounded per row.
+The weight-only path must compute exactly what its dequantised weights stand for (checked
+against float models holding those weights); the dynamic path exactly the integer product
+of the quantised inputs and weights, rescaled (checked against numpy's int64 product).
+Both must agree between XLA and the plain graph, stay consistent with the teacher-forced
+forward and the restricted head, and refuse training; quantisation error itself is
+bounded per row.
 """
 
 import keras
@@ -13,10 +15,12 @@ import tensorflow as tf
 
 from test_training_support import random_batches, small_model
 from tfmodels.layers.dense import Dense
+from helpers import optimized_hlo
 from tfmodels.layers.int8_matrix import (PANEL_ELEMENTS, Int8Matrix, int8_panel_rows,
-                                         quantize_rows)
+                                         quantize_input_rows, quantize_rows)
 
 FAMILIES = ["mt5", "m2m100"]
+MODES = ["int8", "int8_dynamic"]
 
 
 # ------------------------------------------------------------------------------ pieces
@@ -75,6 +79,71 @@ def test_int8_matrix_multiplies_by_its_dequantised_matrix(out_dim, panel_rows, p
     assert np.all(np.abs(layer.dequantized().numpy() - matrix) <= step / 2 + 1e-6)
     rows = layer.dequantized_rows(tf.constant([4, 0, 4])).numpy()
     np.testing.assert_array_equal(rows, layer.dequantized().numpy()[[4, 0, 4]])
+
+
+def test_quantize_input_rows_is_quantize_rows_in_the_graph():
+    rng = np.random.default_rng(3)
+    inputs = rng.standard_normal((6, 40)).astype(np.float32) * rng.uniform(0.01, 9, (6, 1))
+    inputs[2] = 0.0
+    values, scale = quantize_input_rows(tf.constant(inputs))
+    expected_values, expected_scale = quantize_rows(inputs)
+    assert values.dtype == tf.int8 and scale.shape == (6, 1)
+    np.testing.assert_array_equal(values.numpy(), expected_values)
+    np.testing.assert_array_equal(scale.numpy()[:, 0], expected_scale)
+
+
+def _integer_product(inputs, matrix):
+    """numpy's reference for a `quantize_inputs` Int8Matrix: the int64 sums of the int8
+    products, rescaled by both scales."""
+    inputs_ri = inputs.reshape(-1, inputs.shape[-1])
+    input_values, input_scale = quantize_rows(inputs_ri)
+    values, scale = quantize_rows(matrix)
+    sums = input_values.astype(np.int64) @ values.astype(np.int64).T
+    outputs = sums.astype(np.float32) * input_scale[:, None] * scale[None, :]
+    return outputs.reshape(inputs.shape[:-1] + (matrix.shape[0],))
+
+
+@pytest.mark.parametrize("path", ["xla", "graph", "graph-panels"])
+@pytest.mark.parametrize("out_dim,in_dim,panel_rows", [(40, 24, None), (37, 1024, 8), (64, 4096, 16)])
+def test_int8_matrix_with_quantized_inputs_computes_the_integer_product(
+        out_dim, in_dim, panel_rows, path, monkeypatch):
+    """Several rows take XLA's int8 dot, one row (and the plain graph) the float product of
+    the integer-valued rows; all equal the int64 product. 4096 inputs can overflow float32's
+    exact integers in the float product, hence the tolerance."""
+    from tfmodels.layers import int8_matrix
+
+    if path == "graph-panels":
+        monkeypatch.setattr(int8_matrix, "PLAIN_GRAPH_LOOP_MIN_ELEMENTS", 0)
+    rng = np.random.default_rng(4)
+    matrix = rng.standard_normal((out_dim, in_dim)).astype(np.float32)
+    layer = Int8Matrix(out_dim, in_dim, panel_rows=panel_rows, quantize_inputs=True)
+    layer.assign(matrix)
+    assert Int8Matrix.from_config(layer.get_config()).quantize_inputs
+    function = tf.function(layer, jit_compile=path == "xla")
+    for shape in [(3, 5), (1, 1)]:
+        inputs = rng.standard_normal(shape + (in_dim,)).astype(np.float32)
+        expected = _integer_product(inputs, matrix)
+        np.testing.assert_allclose(function(inputs).numpy(), expected, rtol=1e-6, atol=1e-5)
+        # `prepare_inputs` is what the product multiplies by the dequantised matrix.
+        prepared = layer.prepare_inputs(inputs).numpy()
+        np.testing.assert_allclose(prepared @ layer.dequantized().numpy().T, expected,
+                                   rtol=1e-5, atol=1e-4)
+    # Unlike weight-only int8, the inputs' rounding shows: quantising them changes outputs.
+    weight_only = Int8Matrix(out_dim, in_dim, panel_rows=panel_rows)
+    weight_only.assign(matrix)
+    assert np.abs(weight_only(inputs).numpy() - function(inputs).numpy()).max() > 1e-4
+
+
+def test_int8_matrix_with_quantized_inputs_is_an_int8_dot_under_xla():
+    """Several rows: XLA's int8 x int8 -> int32 dot on the stored values (no float copy of
+    the matrix); one row: the panel loop (XLA's int8 matrix-vector kernel is far slower)."""
+    layer = Int8Matrix(512, 64, quantize_inputs=True)
+    layer.assign(np.random.default_rng(5).standard_normal((512, 64)).astype(np.float32))
+    rows_hlo = optimized_hlo(layer, tf.zeros([8, 64]))
+    assert any("= s32[8,512]" in line and " dot(" in line for line in rows_hlo.splitlines())
+    assert "f32[512,64]" not in rows_hlo and "while(" not in rows_hlo
+    single_row_hlo = optimized_hlo(layer, tf.zeros([1, 64]))
+    assert "while(" in single_row_hlo and "= s32[1,512]" not in single_row_hlo
 
 
 def test_int8_matrix_errors_and_dtypes():
@@ -157,10 +226,33 @@ def tfm_shift(model, labels):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_quantised_generation_xla_graph_teacher_forcing_and_restriction_agree(family):
+def test_dynamic_int8_model_stays_near_the_float_and_weight_only_models(family):
+    model = small_model(family, seed=0)
+    input_ids, attention_mask, labels = _batch(family)
+    outputs = {}
+    for mode in [None] + MODES:
+        if mode:
+            model.quantize_weights(mode)
+        assert model.weight_quantization == mode
+        outputs[mode] = model(input_ids, attention_mask=attention_mask, labels=labels)
+    spread = np.abs(outputs[None]["logits"].numpy()).max()
+    dynamic = outputs["int8_dynamic"]["logits"].numpy()
+    assert np.isfinite(float(outputs["int8_dynamic"]["loss"]))
+    assert np.abs(dynamic - outputs[None]["logits"].numpy()).max() / spread < 0.05
+    # Its inputs' rounding is an error of its own, beyond the weights'.
+    assert np.abs(dynamic - outputs["int8"]["logits"].numpy()).max() > 1e-4
+    # Each projection computes the integer product of its own quantised inputs.
+    head = model.int8_tied_head if model.lm_head is None else model.lm_head.int8_kernel
+    assert head.quantize_inputs and all(layer.int8_kernel.quantize_inputs
+                                        for layer in model.quantized_dense_layers())
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_quantised_generation_xla_graph_teacher_forcing_and_restriction_agree(family, mode):
     model = small_model(family, seed=0)
     input_ids, attention_mask, _ = _batch(family)
-    model.quantize_weights("int8")
+    model.quantize_weights(mode)
     options = dict(attention_mask=attention_mask, max_new_tokens=6, min_new_tokens=6)
     greedy = model.generate(input_ids, **options).numpy()
     np.testing.assert_array_equal(model.generate(input_ids, jit_compile=False, **options).numpy(),
@@ -217,16 +309,17 @@ def test_quantise_refuses_training_and_removing_restores_the_float_model(family)
 
 def test_quantise_errors_name_the_problem():
     model = small_model("m2m100", seed=0)
-    with pytest.raises(ValueError, match="Unknown weight quantization mode 'bf16'.*int8"):
+    with pytest.raises(ValueError, match="Unknown weight quantization mode 'bf16'.*int8, int8_dynamic"):
         model.quantize_weights("bf16")
     assert model.weight_quantization is None
 
 
-def test_quantise_under_mixed_bfloat16():
+@pytest.mark.parametrize("mode", MODES)
+def test_quantise_under_mixed_bfloat16(mode):
     model = small_model("mt5", seed=0, dtype="mixed_bfloat16")
     input_ids, attention_mask, _ = _batch("mt5")
     float_ids = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=5).numpy()
-    model.quantize_weights("int8")
+    model.quantize_weights(mode)
     int8_ids = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=5).numpy()
     assert int8_ids.shape == float_ids.shape
     assert (int8_ids == float_ids).mean() > 0.6
@@ -234,14 +327,15 @@ def test_quantise_under_mixed_bfloat16():
     assert logits.dtype == tf.float32 and np.isfinite(logits.numpy()).all()
 
 
-def test_keras_file_keeps_the_quantisation(tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_keras_file_keeps_the_quantisation(tmp_path, mode):
     model = small_model("m2m100", seed=0)
     input_ids, attention_mask, _ = _batch("m2m100")
-    model.quantize_weights("int8")
+    model.quantize_weights(mode)
     expected = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=5).numpy()
     model.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras")
-    assert loaded.weight_quantization == "int8"
+    assert loaded.weight_quantization == mode
     for ours, theirs in zip(model.weights, loaded.weights):
         np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
     np.testing.assert_array_equal(
@@ -298,3 +392,17 @@ def test_savedmodel_export_reads_and_stores_int8_weights(tmp_path):
     served = tf.saved_model.load(int8_dir).signatures["serving_default"]
     outputs = served(text=tf.constant(texts), src_lang=tf.constant(src), tgt_lang=tf.constant(tgt))
     assert [t.decode() for t in outputs["text"].numpy()] == list(expected)
+
+
+def test_command_lines_offer_every_quantization_mode():
+    """`--quantize` is declared without importing TensorFlow, so its choices are written
+    out; they must be the modes `quantize_weights` takes."""
+    from tfmodels.cli import build_parser
+    from tfmodels.layers.dense import WEIGHT_QUANTIZATION_MODES
+
+    parser = build_parser()
+    for command in (["translate", "x", "--src", "en", "--tgt", "de"], ["demo"], ["export", "c", "o"]):
+        for mode in WEIGHT_QUANTIZATION_MODES:
+            assert parser.parse_args(command + ["--quantize", mode]).quantize == mode
+        with pytest.raises(SystemExit):
+            parser.parse_args(command + ["--quantize", "int4"])

@@ -266,9 +266,11 @@ def _add_generation_arguments(parser):
                         "the bundled translator uses 4)")
     parser.add_argument("--max-new-tokens", type=int, default=32,
                         help="most tokens to generate per text (default 32)")
-    parser.add_argument("--quantize", choices=["int8"], default=None,
-                        help="weight-only int8 decoding (model.quantize_weights): faster "
-                        "on CPU, outputs may differ slightly from the float model")
+    parser.add_argument("--quantize", choices=["int8", "int8_dynamic"], default=None,
+                        help="int8 decoding (model.quantize_weights): 'int8' int8 weights "
+                        "(fastest for one text, greedy), 'int8_dynamic' int8 weights and "
+                        "activations (fastest for batches and beams); outputs may differ "
+                        "slightly from the float model")
     parser.add_argument("--xla-cache", metavar="DIR", default=None,
                         help="keep compiled generation programs in DIR and reuse them in "
                         "later runs (a persistent XLA compilation cache)")

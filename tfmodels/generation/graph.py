@@ -102,9 +102,12 @@ class RestrictedHead:
         vocab_size = int(model.config.vocab_size)
         int8_head = model.int8_tied_head if model.lm_head is None else model.lm_head.int8_kernel
         self.scale = 1.0 if model.lm_head is not None else model.lm_head_input_scale()
+        self.prepare_inputs = None
         if int8_head is not None:
-            # The same (dequantised) weights the unrestricted int8 head multiplies by.
+            # The same (dequantised) weights the unrestricted int8 head multiplies by,
+            # and the same (possibly quantised) inputs.
             self.kernel_da = tf.transpose(int8_head.dequantized_rows(token_ids))
+            self.prepare_inputs = int8_head.prepare_inputs
         elif model.lm_head is not None:
             head = model.lm_head
             if head.kernel_layout == "in_out":
@@ -123,6 +126,8 @@ class RestrictedHead:
     def __call__(self, hidden):
         if self.scale != 1.0:
             hidden = hidden * tf.cast(self.scale, hidden.dtype)
+        if self.prepare_inputs is not None:
+            hidden = tf.cast(self.prepare_inputs(hidden), hidden.dtype)
         logits_ra = tf.cast(tf.matmul(hidden, tf.cast(self.kernel_da, hidden.dtype)), tf.float32)
         logits_ra = tf.pad(logits_ra, [[0, 0], [0, 1]], constant_values=float("-inf"))
         return tf.gather(logits_ra, self.column_of_token, axis=1)  # [rows, vocab]

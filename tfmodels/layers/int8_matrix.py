@@ -1,4 +1,4 @@
-"""Weight-only int8 matrices for decoding: int8 weights, float32 activations.
+"""Int8 matrices for decoding: int8 weights, and optionally int8 activations.
 
 A decoding step at small batch reads every decoder weight and the LM head once per
 generated token, so its speed is the speed of reading weights from memory. Storing them as
@@ -16,6 +16,17 @@ millisecond of executor overhead, so small matrices are widened in one step, and
 generation widens every matrix once per call before its decoding loop
 (`widened_int8_matrices`): 0.8-0.9x of the float model's plain-graph speed
 (`bench/generate.py`, engine `tfmodels-int8-graph`), with int8 weights at rest.
+
+With `quantize_inputs=True` (the models' `quantize_weights("int8_dynamic")`) each input row
+is quantised too, symmetrically to int8 with its own float32 scale taken at run time, and
+the product is the int32 sum of int8 products, rescaled: what CTranslate2's int8 mode
+computes. Under XLA on CPU that product of several rows is XLA's own int8 dot, which reads
+the int8 weights as they are: on 2 threads, 8 rows by mT5's `[250112, 512]` head take 18
+instead of 40 ms (weight-only panels) or 39 ms (float32), 32 rows 65 instead of 93 ms, and
+8 rows by a 1024x1024 projection 0.2 instead of 0.5 ms. A single row keeps the panel loop
+(XLA's int8 matrix-vector kernel is 7x slower than it) on the integer-valued float rows;
+so does the plain graph. Integer products are exact in float32 up to 2**24, which covers
+every sum of 1024 int8 products, so those paths compute the same values.
 """
 
 import contextlib
@@ -25,7 +36,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfmodels.layers.products import apply_to_rows, in_xla_context, rows_times_transposed
+from tfmodels.layers.products import (apply_to_rows, in_xla_context, is_single_row,
+                                      rows_times_transposed)
 
 # Largest widened panel, in elements (8 MB of float32): measured best for 512-4096-wide
 # inputs on a 2-core AVX2 CPU; any size from 2 MB to 16 MB is within 10 %.
@@ -71,6 +83,24 @@ def quantize_rows(matrix_oi):
     return values, scale
 
 
+def quantize_input_rows(inputs_ri):
+    """Symmetric per-row int8 quantisation of `[rows, in]` activations, in the graph.
+
+    Returns `(int8 [rows, in], float32 scale [rows, 1])` with `inputs ≈ int8 * scale`, the
+    same rule as `quantize_rows` (largest magnitude -> 127, all-zero rows scale 1).
+
+    Example:
+    >>> values, scale = quantize_input_rows(tf.constant([[0.5, -1.0], [0.0, 0.0]]))
+    >>> values.numpy().tolist(), scale.numpy().ravel().tolist()
+    ([[64, -127], [0, 0]], [0.007874015718698502, 1.0])
+    """
+    inputs_ri = tf.cast(inputs_ri, tf.float32)
+    largest_r1 = tf.reduce_max(tf.abs(inputs_ri), axis=1, keepdims=True)
+    scale_r1 = tf.where(largest_r1 > 0, largest_r1 / INT8_MAX, tf.ones_like(largest_r1))
+    values_ri = tf.clip_by_value(tf.round(inputs_ri / scale_r1), -INT8_MAX, INT8_MAX)
+    return tf.cast(values_ri, tf.int8), scale_r1
+
+
 _widened = threading.local()  # .matrices: {id(Int8Matrix): widened [out, in] tensor}
 
 
@@ -86,7 +116,7 @@ def widened_int8_matrices(matrices, dtype):
     previous = getattr(_widened, "matrices", None)
     widened = dict(previous or {})
     for matrix in matrices:
-        widened[id(matrix)] = matrix.widened_values(dtype)
+        widened[id(matrix)] = matrix.widened_values(matrix.product_dtype(dtype))
     _widened.matrices = widened
     try:
         yield
@@ -94,16 +124,17 @@ def widened_int8_matrices(matrices, dtype):
         _widened.matrices = previous
 
 
-def attach_int8_matrix(owner, attribute, out_dim, in_dim):
+def attach_int8_matrix(owner, attribute, out_dim, in_dim, quantize_inputs=False):
     """The `Int8Matrix` at `owner.<attribute>`, created (in `owner`'s dtype policy) if
-    missing. Keras locks a built layer's tracking; the matrix must be tracked so that its
-    variables are saved and exported with the owner's."""
+    missing, set to quantise its inputs or not. Keras locks a built layer's tracking; the
+    matrix must be tracked so that its variables are saved and exported with the owner's."""
     matrix = getattr(owner, attribute, None)
     if matrix is None:
         owner._tracker.unlock()
         matrix = Int8Matrix(out_dim, in_dim, dtype=owner.dtype_policy, name=attribute)
         setattr(owner, attribute, matrix)
         owner._tracker.lock()
+    matrix.quantize_inputs = bool(quantize_inputs)
     return matrix
 
 
@@ -127,7 +158,8 @@ class Int8Matrix(keras.layers.Layer):
     Variables (not trainable): `panels` `[num_panels, panel_rows, in_dim]` int8 (rows past
     `out_dim` are zero padding) and `scale` `[out_dim]` float32. Fill them with `assign`.
     The result is the activations' dtype; it equals `x @ (int8 * scale)^T` up to float
-    summation order.
+    summation order. With `quantize_inputs=True` it is `quantized(x) @ (int8 * scale)^T`,
+    where `quantized(x)` is `quantize_input_rows`' `int8 * scale` (see `prepare_inputs`).
 
     Example:
     >>> matrix = Int8Matrix(out_dim=3, in_dim=2)
@@ -136,7 +168,7 @@ class Int8Matrix(keras.layers.Layer):
     [[1.0, 2.0, 2.0]]
     """
 
-    def __init__(self, out_dim, in_dim, panel_rows=None, **kwargs):
+    def __init__(self, out_dim, in_dim, panel_rows=None, quantize_inputs=False, **kwargs):
         kwargs.setdefault("trainable", False)
         # Computes in the inputs' dtype (its owner's compute dtype); never casts them.
         kwargs["autocast"] = False
@@ -145,6 +177,7 @@ class Int8Matrix(keras.layers.Layer):
         self.in_dim = int(in_dim)
         self.panel_rows = int(panel_rows or int8_panel_rows(self.out_dim, self.in_dim))
         self.num_panels = -(-self.out_dim // self.panel_rows)
+        self.quantize_inputs = bool(quantize_inputs)
         if self.num_panels < 2:
             raise ValueError(
                 f"Int8Matrix needs at least two panels (out_dim {self.out_dim}, "
@@ -190,6 +223,23 @@ class Int8Matrix(keras.layers.Layer):
         values = tf.gather(tf.reshape(self.panels, [-1, self.in_dim]), row_ids)
         return tf.cast(values, tf.float32) * tf.gather(self.scale, row_ids)[:, tf.newaxis]
 
+    def product_dtype(self, inputs_dtype):
+        """The dtype products are taken in: float32 for quantised (integer-valued) inputs,
+        whose sums it holds exactly; else the inputs' dtype."""
+        return tf.float32 if self.quantize_inputs else tf.as_dtype(inputs_dtype)
+
+    def prepare_inputs(self, inputs):
+        """What the product multiplies by the dequantised matrix: `inputs` themselves, or
+        with `quantize_inputs` their per-row int8 quantisation as float32 (`int8 * scale`).
+        Code that multiplies by `dequantized()` or `dequantized_rows()` itself (the
+        restricted LM head) calls this to compute what the layer computes."""
+        if not self.quantize_inputs:
+            return inputs
+        inputs = tf.convert_to_tensor(inputs)
+        inputs_ri = tf.reshape(inputs, [-1, self.in_dim])
+        values_ri, scale_r1 = quantize_input_rows(inputs_ri)
+        return tf.reshape(tf.cast(values_ri, tf.float32) * scale_r1, tf.shape(inputs))
+
     def call(self, inputs):
         inputs = tf.convert_to_tensor(inputs)
         if inputs.shape.rank is None or inputs.shape[-1] != self.in_dim:
@@ -200,20 +250,37 @@ class Int8Matrix(keras.layers.Layer):
 
     def _rows_product(self, inputs_ri):
         """`[rows, in_dim]` -> `[rows, out_dim]`, scaled."""
+        if not self.quantize_inputs:
+            return self._unscaled_product(inputs_ri) * tf.cast(self.scale, inputs_ri.dtype)
+        values_ri, scale_r1 = quantize_input_rows(inputs_ri)
+        if not in_xla_context() or is_single_row(inputs_ri):
+            sums_ro = self._unscaled_product(tf.cast(values_ri, tf.float32))
+            return tf.cast(sums_ro * scale_r1 * self.scale, inputs_ri.dtype)
+        # All panels, padding rows included (a free reshape; slicing the int8 matrix would
+        # copy it), and only the products are cut to `out_dim`.
+        values_pi = tf.reshape(self._panels_tensor(), [-1, self.in_dim])
+        sums_ro = tf.linalg.matmul(values_ri, values_pi, transpose_b=True,
+                                   output_type=tf.int32)[:, : self.out_dim]
+        outputs_ro = tf.cast(sums_ro, tf.float32) * scale_r1 * self.scale
+        return tf.cast(outputs_ro, inputs_ri.dtype)
+
+    def _unscaled_product(self, inputs_ri):
+        """`inputs [rows, in_dim] @ int8 values^T` in the inputs' dtype (not yet scaled)."""
         widened = (getattr(_widened, "matrices", None) or {}).get(id(self))
         if widened is None and (
             not in_xla_context() and self.out_dim * self.in_dim < PLAIN_GRAPH_LOOP_MIN_ELEMENTS
         ):
             widened = self.widened_values(inputs_ri.dtype)
         if widened is not None:
-            outputs_ro = rows_times_transposed(inputs_ri, tf.cast(widened, inputs_ri.dtype))
-        else:
-            outputs_ro = self._panel_product(inputs_ri)
-        return outputs_ro * tf.cast(self.scale, outputs_ro.dtype)
+            return rows_times_transposed(inputs_ri, tf.cast(widened, inputs_ri.dtype))
+        return self._panel_product(inputs_ri)
+
+    def _panels_tensor(self):
+        return self.panels.value if hasattr(self.panels, "value") else self.panels
 
     def _panel_product(self, inputs_ri):
         """`[rows, out_dim]` unscaled, one widened panel per loop iteration."""
-        panels = self.panels.value if hasattr(self.panels, "value") else self.panels
+        panels = self._panels_tensor()
         num_panels, panel_rows = self.num_panels, self.panel_rows
 
         def body(index, products):
@@ -234,6 +301,7 @@ class Int8Matrix(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            {"out_dim": self.out_dim, "in_dim": self.in_dim, "panel_rows": self.panel_rows}
+            {"out_dim": self.out_dim, "in_dim": self.in_dim, "panel_rows": self.panel_rows,
+             "quantize_inputs": self.quantize_inputs}
         )
         return config

@@ -97,14 +97,15 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
     created at construction, so weights can be loaded (and `.keras` files restored)
     without a first call.
 
-    `lm_head_layout` stores an untied LM head (mT5's) `"in_out"` (`[d_model, vocab]`, the
-    default) or `"out_in"` (`[vocab, d_model]`). It changes speed, not results: under XLA on
-    CPU, single-row decoding (batch-1 greedy) reads the head fastest `"in_out"`, while
-    several rows (beams, batches) take the panel product of `tfmodels.layers.products`,
-    which needs `"out_in"`. mt5-small, 2 threads, tokens/s `"in_out"` -> `"out_in"`
-    (`bench/generate.py`): batch-1 greedy 45.8 -> 38.7, batch-1 beam 4 15.8 -> 21.6,
-    batch-8 greedy 126.0 -> 145.6, batch-8 beam 4 51.1 -> 50.4. A tied head (M2M100)
-    always multiplies by the `[vocab, d_model]` embeddings and ignores it.
+    `lm_head_layout` stores an untied LM head (mT5's) `"out_in"` (`[vocab, d_model]`, the
+    default, as the reference stores it) or `"in_out"` (`[d_model, vocab]`). It changes
+    speed, not results: under XLA on CPU several rows (beams, batches) take the panel
+    product of `tfmodels.layers.products`, which needs `"out_in"`, while a single row
+    (batch-1 greedy) reads the head about 8% faster `"in_out"`. mt5-small, 2 threads,
+    tokens/s `"in_out"` -> `"out_in"` (`bench/generate.py`, one run): batch-1 greedy
+    45.5 -> 44.7, batch-1 beam 4 19.0 -> 29.5, batch-8 greedy 155.9 -> 193.0, batch-8
+    beam 4 69.9 -> 70.1. A tied head (M2M100) always multiplies by the `[vocab, d_model]`
+    embeddings and ignores it.
     """
 
     config_class = None
@@ -113,7 +114,7 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
     has_lm_head = False
     hf_prefix = ""  # module prefix of the reference's backbone ("model." for M2M100 LMs)
 
-    def __init__(self, config, lm_head_layout="in_out", **kwargs):
+    def __init__(self, config, lm_head_layout="out_in", **kwargs):
         super().__init__(**kwargs)
         if not isinstance(config, self.config_class):
             raise TypeError(
@@ -244,6 +245,7 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         model_config = cls.config_class.from_dict(config.pop("config"))
         config.pop("trainable", None)
         dtype = config.pop("dtype", None)
+        # Files written before the option existed stored the head [d_model, vocab].
         model = cls(model_config, name=config.get("name"), dtype=dtype,
                     lm_head_layout=config.get("lm_head_layout", "in_out"))
         if config.get("weight_quantization"):
@@ -383,7 +385,7 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
                 result["encoder_" + key] = encoder_outputs[key]
         return result
 
-    # -- weight-only int8 inference -------------------------------------------------------
+    # -- int8 inference -------------------------------------------------------------------
     def quantized_dense_layers(self):
         """The projections `quantize_weights` converts: every `Dense` of the decoder (the
         weights each decoding step reads) and an untied LM head."""
@@ -394,10 +396,15 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         return layers
 
     def quantize_weights(self, mode="int8"):
-        """Weight-only int8 inference: the decoder's projections and the LM head (tied or
-        not) are read from int8 copies with one float32 scale per output channel, a
-        quarter of the bytes each decoding step reads. Activations, norms, attention and
-        the encoder stay in the model's dtype.
+        """Int8 inference: the decoder's projections and the LM head (tied or not) are
+        read from int8 copies with one float32 scale per output channel, a quarter of the
+        bytes each decoding step reads.
+
+        `"int8"` (weight-only) keeps the activations, norms, attention and encoder in the
+        model's dtype. `"int8_dynamic"` also quantises the inputs of those projections,
+        each row to int8 with its own scale taken at run time, so that products of several
+        rows (batches, beams) run as int8 products under XLA (see `Int8Matrix`): faster
+        than weight-only int8 at 2+ rows, at the cost of the inputs' rounding error.
 
         Call it after loading the weights (it quantises their current values; call it
         again after changing them). The float weights stay in the model: checkpoints
@@ -407,6 +414,8 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         Example:
         >>> model.quantize_weights("int8")  # doctest: +SKIP
         >>> model.generate(input_ids, max_new_tokens=32)  # doctest: +SKIP
+        >>> model.quantize_weights("int8_dynamic")  # doctest: +SKIP
+        >>> model.generate(input_ids, num_beams=4, max_new_tokens=32)  # doctest: +SKIP
         """
         check_weight_quantization_mode(mode)
         if not self.has_lm_head:
@@ -415,7 +424,8 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
             layer.quantize_weights(mode)
         if self.lm_head is None:
             embeddings = self.token_embedding.embeddings
-            matrix = attach_int8_matrix(self, "int8_tied_head", *embeddings.shape)
+            matrix = attach_int8_matrix(self, "int8_tied_head", *embeddings.shape,
+                                        quantize_inputs=mode == "int8_dynamic")
             matrix.assign(embeddings)
         self._forget_compiled_functions()
 
@@ -436,7 +446,8 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
 
     @property
     def weight_quantization(self):
-        """`"int8"` after `quantize_weights("int8")`, else None."""
+        """The mode of the last `quantize_weights` call (`"int8"`, `"int8_dynamic"`), or
+        None for float weights."""
         layers = self.quantized_dense_layers()
         return layers[0].weight_quantization if layers else None
 
