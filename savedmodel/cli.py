@@ -10,6 +10,11 @@ Example:
 import os
 
 
+# `quantize_weights` modes (tfmodels.layers.dense.WEIGHT_QUANTIZATION_MODES), written out so
+# that declaring the options imports no TensorFlow; `tfmodels translate/demo` use them too.
+QUANTIZE_CHOICES = ["int8", "int8_dynamic"]
+
+
 def _early_stopping(text):
     values = {"true": True, "false": False, "never": "never"}
     if text.lower() not in values:
@@ -47,7 +52,7 @@ def add_export_arguments(parser):
                      help="shapes the warm-up compiles per *_xla signature: 'smallest' (default: "
                      "batch 1, shortest bucket), 'all' (every batch x length bucket), or typical "
                      "request shapes 'BATCHxLENGTH,...' such as '4x32,16x64'")
-    parser.add_argument("--quantize", choices=["int8", "int8_dynamic"], default=None,
+    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
                         help="int8 decoding: the decoder's projections and LM head stored "
                         "and read as int8 (faster decoding on CPU, smaller export); "
                         "'int8_dynamic' quantises their inputs too (faster for batches and "

@@ -266,7 +266,9 @@ def _add_generation_arguments(parser):
                         "the bundled translator uses 4)")
     parser.add_argument("--max-new-tokens", type=int, default=32,
                         help="most tokens to generate per text (default 32)")
-    parser.add_argument("--quantize", choices=["int8", "int8_dynamic"], default=None,
+    from savedmodel.cli import QUANTIZE_CHOICES
+
+    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
                         help="int8 decoding (model.quantize_weights): 'int8' int8 weights "
                         "(fastest for one text, greedy), 'int8_dynamic' int8 weights and "
                         "activations (fastest for batches and beams); outputs may differ "
