@@ -514,6 +514,187 @@ def test_blocked_top_k_equals_tf_top_k(width, jit_compile):
     np.testing.assert_array_equal(indices.numpy(), expected.indices.numpy())
 
 
+@pytest.mark.parametrize(
+    "width,members",
+    [(250112, 4), (128112, 4), (4096, 3), (100, 2), (100003, 2)],
+    ids=["mt5_beams", "m2m100_beams", "small_blocks", "fallback_short", "fallback_prime"],
+)
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_vocab_major_top_k_equals_tf_top_k(width, members, jit_compile):
+    """`top_k_vocab_major` on `[width, groups * members]` scores returns exactly
+    `tf.math.top_k` of each group's `[members * width]` row (values, indices, ties to the
+    lower index), with a static or an unknown number of columns; widths with no whole
+    blocks fall back to the transposed row."""
+    from tfmodels.generation.top_k import top_k_vocab_major
+
+    groups, k = 3, 2 * members
+    rng = np.random.RandomState(width % 1000 + members)
+    scores_rw = np.round(rng.normal(size=[groups * members, width]) * 4) / 4  # many ties
+    expected = tf.math.top_k(tf.constant(scores_rw.reshape(groups, members * width), tf.float32), k)
+    scores_wr = tf.constant(scores_rw.T, tf.float32)
+    for spec in (tf.TensorSpec([width, groups * members]), tf.TensorSpec([width, None])):
+        fn = tf.function(lambda values: top_k_vocab_major(values, members, k),
+                         input_signature=[spec], jit_compile=jit_compile)
+        values, indices = fn(scores_wr)
+        np.testing.assert_array_equal(values.numpy(), expected.values.numpy())
+        np.testing.assert_array_equal(indices.numpy(), expected.indices.numpy())
+
+
+def _force_panel_products(monkeypatch):
+    """Lowers the panel-product limits so the small fixtures' heads take panels under XLA."""
+    from tfmodels.layers import products
+
+    monkeypatch.setattr(products, "PANEL_PRODUCT_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(products, "MIN_PANEL_ROWS", 2)
+
+
+def test_vocab_major_lm_head_is_taken_where_the_product_comes_out_that_way(monkeypatch):
+    """Under XLA, several rows through an `[vocab, d_model]` float head (mT5's default
+    "out_in" head, m2m100's tied embeddings) are a panel product whose output is
+    `[vocab, rows]`: `lm_head_is_vocab_major` says so and `lm_head_logits_vocab_major`
+    gives the model's own logits in that layout. One row, the plain graph, mT5's "in_out"
+    head and int8 heads keep `[rows, vocab]`."""
+    from tfmodels import MT5ForConditionalGeneration
+    from tfmodels.generation.graph import lm_head_is_vocab_major, lm_head_logits_vocab_major
+
+    _force_panel_products(monkeypatch)
+    mt5_in_out = MT5ForConditionalGeneration.from_pretrained(
+        os.path.join(support.GENERATION_FIXTURE_DIR, "mt5"), lm_head_layout="in_out"
+    )
+    mt5_int8 = support.load_fixture_model("mt5")
+    mt5_int8.quantize_weights("int8")
+    models = {family: support.load_fixture_model(family) for family in support.FAMILIES}
+    hidden = tf.random.normal([5, 24], seed=2)
+
+    def decide(model, rows):
+        return tf.function(lambda: tf.constant(lm_head_is_vocab_major(model, rows)),
+                           jit_compile=True)().numpy()
+
+    for family, model in models.items():
+        assert decide(model, 5) and not decide(model, 1), family
+        assert not lm_head_is_vocab_major(model, 5)  # eager / plain graph
+        logits_vr = tf.function(lambda h, m=model: lm_head_logits_vocab_major(m, h),
+                                jit_compile=True)(hidden)
+        expected = model.compute_logits(hidden[:, tf.newaxis, :])[:, 0, :].numpy()
+        np.testing.assert_allclose(logits_vr.numpy().T, expected, rtol=1e-5, atol=1e-5)
+    assert not decide(mt5_in_out, 5) and not decide(mt5_int8, 5)
+
+
+def test_vocab_major_searches_generate_the_golden_ids(golden, monkeypatch):
+    """With the fixtures' heads taking panels, XLA's searches work on `[vocab, rows]`
+    logits (checked: `lm_head_is_vocab_major` answered True while tracing): every golden
+    case still comes out as the reference's (greedy, min_new_tokens, beam 4 with length
+    penalties and early stopping modes, num_return_sequences, forced BOS), and beam
+    processors and seeded sampling give the plain graph's ids and scores."""
+    from tfmodels.generation import graph
+
+    _force_panel_products(monkeypatch)
+    answers = []
+    decide = graph.lm_head_is_vocab_major
+
+    def recorded(model, rows):
+        answers.append(decide(model, rows))
+        return answers[-1]
+
+    monkeypatch.setattr(graph, "lm_head_is_vocab_major", recorded)
+    for family in sorted(support.FAMILIES):
+        model = support.load_fixture_model(family)
+        answers.clear()
+        _assert_golden_cases(model, golden, family, f"{family}/vocab-major", jit_compile=True)
+        assert answers and all(answers), (family, answers)
+        input_ids, attention_mask = _inputs(golden, family)
+        for options in (
+            dict(max_new_tokens=12, num_beams=3, length_penalty=0.7, num_return_sequences=2,
+                 no_repeat_ngram_size=2, repetition_penalty=1.2, min_new_tokens=2),
+            dict(max_new_tokens=12, do_sample=True, top_k=0, seed=11),
+            dict(max_new_tokens=12, do_sample=True, num_beams=3, top_k=0, seed=11),
+        ):
+            with_xla = support.our_generate(model, input_ids, attention_mask, jit_compile=True,
+                                            **options)
+            without = support.our_generate(model, input_ids, attention_mask, jit_compile=False,
+                                           **options)
+            np.testing.assert_array_equal(with_xla[0], without[0], f"{family} {options}")
+            if with_xla[1] is not None:
+                np.testing.assert_allclose(with_xla[1], without[1], atol=1e-5)
+
+
+def _top_level_f32_shapes(hlo_text):
+    """Shapes of the f32 arrays the non-fused computations of an HLO module produce (what
+    the program materialises, as opposed to values computed inside a fused loop)."""
+    import re
+
+    shapes, computation = set(), None
+    for line in hlo_text.splitlines():
+        header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+        if header:
+            computation = header.group(1)
+        elif line.startswith("}"):
+            computation = None
+        elif computation and not re.match(r"(fused_|wrapped_|region_|.*_computation)", computation):
+            produced = re.match(r"\s*(?:ROOT )?%[\w.\-]+ = (f32\[[\d,]*\])", line)
+            if produced:
+                shapes.add(produced.group(1))
+    return shapes
+
+
+def test_vocab_major_beam_search_never_materialises_transposed_scores(monkeypatch):
+    """The point of the vocabulary-major path: XLA's loops read a transposed
+    `[rows, vocab]` at a stride of `rows` floats, a pass as slow as the head's product at
+    mT5's size. Beam search over a panel-product head (4096 tokens, 2 x 3 beams, minimum
+    length active) computes no f32 array shaped `[rows, vocab]` or `[batch, beams * vocab]`
+    outside fused loops when it takes `[vocab, rows]` logits, where the `[rows, vocab]`
+    path does (the check can fail), and both pick the same beams."""
+    from tfmodels.generation import search
+    from tfmodels.generation.logits_processors import (
+        LogitsProcessing,
+        ProcessorSpec,
+        ProcessorValues,
+    )
+    from tfmodels.layers import products
+
+    _force_panel_products(monkeypatch)
+    vocab, width, batch, beams, buffer_length = 4096, 16, 2, 3, 8
+    rows = batch * beams
+    rng = np.random.RandomState(0)
+    embeddings = tf.constant(rng.normal(size=[vocab, width]), tf.float32)
+    head_oi = tf.constant(rng.normal(size=[vocab, width]), tf.float32)
+
+    def search_fn(vocab_major):
+        def step_fn(token_ids, state, cache_index):
+            hidden = tf.gather(embeddings, token_ids[:, 0]) + state
+            if vocab_major:
+                logits = products.output_major_product(hidden, head_oi)
+            else:
+                logits = products.rows_times_transposed(hidden, head_oi)
+            return logits, 0.5 * state + hidden
+
+        def run(offset):
+            values = ProcessorValues(
+                max_length=tf.constant(buffer_length), min_length=tf.constant(4),
+                repetition_penalty=tf.constant(1.0), temperature=tf.constant(1.0),
+                top_p=tf.constant(1.0),
+            )
+            return search.beam_search(
+                step_fn, lambda state, parents: tf.gather(state, parents),
+                tf.zeros([rows, width]) + offset, tf.zeros([rows, buffer_length], tf.int32), 1,
+                tf.constant(buffer_length),
+                LogitsProcessing(ProcessorSpec(vocab_size=vocab, eos_token_ids=(1,)), values),
+                tf.ones([batch], tf.bool), beams, vocab, (1,), tf.ones([buffer_length + 1]),
+                tf.constant(False), tf.constant(False), vocab_major=vocab_major,
+            )
+        return run
+
+    offset = tf.constant(0.0)
+    transposed = {f"f32[{rows},{vocab}]", f"f32[{batch},{beams * vocab}]"}
+    results = {}
+    for vocab_major in (False, True):
+        shapes = _top_level_f32_shapes(optimized_hlo(search_fn(vocab_major), offset))
+        assert bool(shapes & transposed) == (not vocab_major), (vocab_major, shapes & transposed)
+        results[vocab_major] = tf.function(search_fn(vocab_major), jit_compile=True)(offset)
+    for with_rows, with_vocab in zip(results[False], results[True]):
+        np.testing.assert_allclose(with_rows.numpy(), with_vocab.numpy(), atol=1e-5)
+
+
 def test_step_dependent_processors_are_selects_under_xla():
     """Minimum length and forced BOS / EOS act only at some steps: a `tf.cond` in the plain
     graph (skipped at the other steps) and a select under XLA (a conditional there copies

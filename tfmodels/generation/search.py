@@ -5,7 +5,9 @@ cluster and also run (and export) as a plain graph. They know nothing about the 
 the caller passes
 
 - `step_fn(token_ids [rows, 1] int32, cache, cache_index int32 scalar)`
-  -> `(logits [rows, vocab] float32, cache)`: one decoder step against the KV cache;
+  -> `(logits [rows, vocab] float32, cache)`: one decoder step against the KV cache
+  (`[vocab, rows]` when the search is called with `vocab_major=True`: where the LM head's
+  product comes out that way, the searches work on it as it is, see `vocab_major`);
 - `reorder_fn(cache, row_indices [rows] int32) -> cache` (beam search only): selects the
   cache rows the surviving beams continue from.
 
@@ -19,7 +21,7 @@ when the loop stops) are those of the reference's `_sample` and `_beam_search`.
 import tensorflow as tf
 
 from tfmodels.generation import random as gen_random
-from tfmodels.generation.top_k import top_k
+from tfmodels.generation.top_k import top_k, top_k_vocab_major
 
 # The reference's "impossible" score offset for beams that must not be selected.
 LARGE_NEGATIVE = -1.0e9
@@ -38,6 +40,23 @@ def _keep_static_shapes(new_values, old_values):
     for new, old in zip(tf.nest.flatten(new_values), tf.nest.flatten(old_values)):
         new.set_shape(old.shape)
     return new_values
+
+
+def log_softmax_vocab_major(logits_vr):
+    """`tf.nn.log_softmax` over the vocabulary of `[vocab, rows]` logits (the same
+    max-shifted form), reducing over the leading axis in memory order."""
+    shifted_vr = logits_vr - tf.reduce_max(logits_vr, axis=0, keepdims=True)
+    return shifted_vr - tf.math.log(tf.reduce_sum(tf.exp(shifted_vr), axis=0, keepdims=True))
+
+
+def process_vocab_major(process_fn, scores_vr, sequences, cur_len):
+    """`process_fn` (written for `[rows, vocab]`) applied to `[vocab, rows]` scores.
+
+    The processors are masks and selects, so XLA fuses them between the two transposes
+    into one in-order pass, and the transposes cancel; with no processor active nothing
+    is computed at all.
+    """
+    return tf.transpose(process_fn(tf.transpose(scores_vr), sequences, cur_len))
 
 
 def _is_eos(token_ids, eos_token_ids):
@@ -60,6 +79,7 @@ def greedy_search(
     pad_token_id,
     do_sample=False,
     random_key=None,
+    vocab_major=False,
 ):
     """Greedy decoding, or multinomial sampling when `do_sample` (Gumbel-max with the
     counter-based noise of `generation.random`, keyed by `random_key`).
@@ -70,6 +90,7 @@ def greedy_search(
         process_fn: `(scores [rows, vocab], sequences, cur_len) -> scores`.
         is_active: `[rows]` bool; inactive rows (batch padding) count as finished from
             the start and never keep the loop alive.
+        vocab_major: `step_fn` returns `[vocab, rows]` logits (static).
 
     Returns:
         `(sequences [rows, buffer_len], lengths [rows])`; `lengths` is each row's length
@@ -91,11 +112,19 @@ def greedy_search(
 
     def greedy_step(cur_len, sequences, cache, unfinished, last_tokens, lengths):
         logits, cache = step_fn(last_tokens[:, tf.newaxis], cache, cur_len - 1)
-        scores = process_fn(logits, sequences, cur_len)
-        if do_sample:
-            vocab_size = tf.shape(scores)[1]
-            scores = scores + gen_random.gumbel(random_key, cur_len, rows, vocab_size)
-        next_tokens = tf.argmax(scores, axis=-1, output_type=tf.int32)
+        if vocab_major:
+            scores_vr = process_vocab_major(process_fn, logits, sequences, cur_len)
+            if do_sample:
+                vocab_size = tf.shape(scores_vr)[0]
+                noise_rv = gen_random.gumbel(random_key, cur_len, rows, vocab_size)
+                scores_vr = scores_vr + tf.transpose(noise_rv)
+            next_tokens = tf.argmax(scores_vr, axis=0, output_type=tf.int32)
+        else:
+            scores = process_fn(logits, sequences, cur_len)
+            if do_sample:
+                vocab_size = tf.shape(scores)[1]
+                scores = scores + gen_random.gumbel(random_key, cur_len, rows, vocab_size)
+            next_tokens = tf.argmax(scores, axis=-1, output_type=tf.int32)
         if use_eos:
             next_tokens = tf.where(unfinished, next_tokens, tf.constant(pad_token_id, tf.int32))
         sequences = _write_column(sequences, cur_len, next_tokens)
@@ -133,6 +162,7 @@ def beam_search(
     heuristic_uses_max_length,
     do_sample=False,
     random_key=None,
+    vocab_major=False,
 ):
     """Beam search (beam sampling when `do_sample`) with the reference's scoring.
 
@@ -152,6 +182,8 @@ def beam_search(
         early_stop_when_full: bool scalar tensor.
         heuristic_uses_max_length: bool scalar tensor, the reference's
             `early_stopping == "never" and length_penalty > 0` case.
+        vocab_major: `step_fn` returns `[vocab, rows]` logits (static); the candidates
+            are then scored and selected in that layout (`top_k_vocab_major`).
 
     Returns:
         `(sequences [batch * num_beams, buffer_len], scores [batch * num_beams],
@@ -194,24 +226,49 @@ def beam_search(
     def body(*loop_vars):
         return _keep_static_shapes(beam_step(*loop_vars), loop_vars)
 
-    def beam_step(cur_len, running, running_scores, finished, finished_scores,
-                  finished_lengths, is_finished, improvable, all_candidates_ended,
-                  last_tokens, cache):
-        # a. Log-probabilities of every continuation, processed, added to the beam scores.
-        logits, cache = step_fn(last_tokens[:, tf.newaxis], cache, cur_len - 1)
+    def best_candidates(logits, running, running_scores, cur_len):
         log_probs = tf.nn.log_softmax(logits, axis=-1)
         log_probs = process_fn(log_probs, tf.reshape(running, [rows, buffer_len]), cur_len)
         log_probs = tf.reshape(log_probs, [batch, num_beams, vocab_size])
         accumulated = log_probs + running_scores[:, :, tf.newaxis]
         accumulated = tf.reshape(accumulated, [batch, num_beams * vocab_size])
+        # The best (or sampled) `beams_to_keep` continuations per example.
+        if not do_sample:
+            return top_k(accumulated, beams_to_keep)
+        noise = gen_random.gumbel(random_key, cur_len, batch, num_beams * vocab_size)
+        top_indices = top_k(accumulated + noise, beams_to_keep)[1]
+        return tf.gather(accumulated, top_indices, batch_dims=1), top_indices
 
-        # b. The best (or sampled) `beams_to_keep` continuations per example.
-        if do_sample:
-            noise = gen_random.gumbel(random_key, cur_len, batch, num_beams * vocab_size)
-            top_indices = top_k(accumulated + noise, beams_to_keep)[1]
-            top_scores = tf.gather(accumulated, top_indices, batch_dims=1)
+    def best_candidates_vocab_major(logits_vr, running, running_scores, cur_len):
+        """`best_candidates` for `[vocab, rows]` logits: the same scores and indices."""
+        log_probs_vr = process_vocab_major(
+            process_fn, log_softmax_vocab_major(logits_vr), tf.reshape(running, [rows, buffer_len]),
+            cur_len,
+        )
+        accumulated_vr = log_probs_vr + tf.reshape(running_scores, [rows])[tf.newaxis, :]
+        if not do_sample:
+            return top_k_vocab_major(accumulated_vr, num_beams, beams_to_keep)
+        noise = gen_random.gumbel(random_key, cur_len, batch, num_beams * vocab_size)
+        noise_vr = tf.reshape(
+            tf.transpose(tf.reshape(noise, [batch, num_beams, vocab_size]), [2, 0, 1]),
+            [vocab_size, rows],
+        )
+        top_indices = top_k_vocab_major(accumulated_vr + noise_vr, num_beams, beams_to_keep)[1]
+        top_columns = top_indices // vocab_size + beam_offsets
+        top_scores = tf.gather_nd(accumulated_vr, tf.stack([top_indices % vocab_size, top_columns], -1))
+        return top_scores, top_indices
+
+    def beam_step(cur_len, running, running_scores, finished, finished_scores,
+                  finished_lengths, is_finished, improvable, all_candidates_ended,
+                  last_tokens, cache):
+        # a-b. Log-probabilities of every continuation, processed, added to the beam
+        # scores; the best (or sampled) `beams_to_keep` of each example's candidates,
+        # indexed `beam * vocab + token`.
+        logits, cache = step_fn(last_tokens[:, tf.newaxis], cache, cur_len - 1)
+        if vocab_major:
+            top_scores, top_indices = best_candidates_vocab_major(logits, running, running_scores, cur_len)
         else:
-            top_scores, top_indices = top_k(accumulated, beams_to_keep)
+            top_scores, top_indices = best_candidates(logits, running, running_scores, cur_len)
         top_beams = top_indices // vocab_size  # [batch, beams_to_keep]
         top_tokens = top_indices % vocab_size
         top_sequences = tf.gather(running, top_beams, batch_dims=1)

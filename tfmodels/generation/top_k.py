@@ -56,3 +56,45 @@ def top_k(values, k, block_size=None):
     best_values, positions = tf.math.top_k(candidates, k=k)
     block_of = tf.gather(best_blocks, positions // block_size, batch_dims=1)
     return best_values, block_of * block_size + positions % block_size
+
+
+def top_k_vocab_major(values_vr, members, k):
+    """`top_k` of each group's row when the rows come vocabulary-major.
+
+    `values_vr` is `[width, rows]`, its columns `members` at a time forming a group (a
+    beam search's `[vocab, batch * beams]` scores, `members = beams`): group `g`'s row is
+    its members' columns laid end to end, entry `m * width + v` being
+    `values_vr[v, g * members + m]`. Returns `(top values [groups, k], their indices in
+    that row)`, the same result as `top_k` of the `[groups, members * width]` transpose,
+    computed without transposing the whole of `values_vr`: blocks are runs of
+    `block_size` entries of one member, so their maxima come from an in-order reduce over
+    `width`; only the block maxima and the k selected blocks are moved. Blocks are
+    ordered as in the row, so ties resolve to the lower index here too.
+
+    Example:
+    >>> scores_rw = tf.random.normal([6, 8192])  # 2 groups x 3 members, width 8192
+    >>> best, where = top_k_vocab_major(tf.transpose(scores_rw), 3, 5)
+    >>> expected = tf.math.top_k(tf.reshape(scores_rw, [2, 3 * 8192]), 5)
+    >>> bool(tf.reduce_all(where == expected.indices))
+    True
+    """
+    width = values_vr.shape[0]
+    block_size = None if width is None else block_size_for(width)
+    if block_size is None or width % block_size or width < 16 * block_size or k > width // block_size:
+        # Short or odd widths: the transposed row is small, or has no whole blocks.
+        return top_k(tf.reshape(tf.transpose(values_vr), [-1, members * tf.shape(values_vr)[0]]), k)
+    blocks_per_member = width // block_size
+    rows = tf.shape(values_vr)[1]
+    blocks_bsr = tf.reshape(values_vr, [blocks_per_member, block_size, rows])
+    block_max_br = tf.reduce_max(blocks_bsr, axis=1)
+    # [groups, members * blocks]: block `m * blocks_per_member + b` of a group's row.
+    block_max_gn = tf.reshape(tf.transpose(block_max_br), [-1, members * blocks_per_member])
+    best_blocks = tf.sort(tf.math.top_k(block_max_gn, k=k).indices, axis=-1)  # [groups, k]
+    first_column = tf.range(rows // members, dtype=tf.int32)[:, tf.newaxis] * members
+    column = best_blocks // blocks_per_member + first_column
+    # [blocks, rows, block_size]: XLA gathers the k * groups selected runs, not the whole.
+    blocks_brs = tf.transpose(blocks_bsr, [0, 2, 1])
+    candidates = tf.gather_nd(blocks_brs, tf.stack([best_blocks % blocks_per_member, column], -1))
+    best_values, positions = tf.math.top_k(tf.reshape(candidates, [-1, k * block_size]), k=k)
+    block_of = tf.gather(best_blocks, positions // block_size, batch_dims=1)
+    return best_values, block_of * block_size + positions % block_size
