@@ -16,6 +16,8 @@ well under the memory bandwidth. On 2 threads, 12 x (1024->4096->1024) at 4 rows
 19.5 instead of 34 ms, 24 x (1024x1024) at 8 rows 14 instead of 29 ms, and an m2m100_418M
 decoding step at batch 8 100 instead of 126-141 ms. A single row keeps the plain product
 (its matrix-vector kernel already streams at the bandwidth), and so does the plain graph.
+A panel product's own output is `[out, rows]`; `output_major_product` returns it as it is,
+for consumers that can work in that layout (the decoding searches over the vocabulary).
 """
 
 import tensorflow as tf
