@@ -102,7 +102,7 @@ def make_checkpoint(directory):
     head = model.lm_head
     weights_vd = np.array(head.kernel_out_in())  # [vocab, d_model], whatever the layout
     weights_vd[tokenizer.vocabulary_size():] = 0.0
-    head.kernel.assign(weights_vd if head.kernel_layout == "out_in" else weights_vd.T)
+    head.assign_kernel_out_in(weights_vd)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     parameters = sum(int(np.prod(v.shape)) for v in model.weights)

@@ -74,10 +74,8 @@ def test_in_out_lm_head_layout_generates_the_same_ids(golden, tmp_path, monkeypa
     import keras
 
     from tfmodels import MT5ForConditionalGeneration
-    from tfmodels.layers import products
 
-    monkeypatch.setattr(products, "PANEL_PRODUCT_MIN_ELEMENTS", 0)
-    monkeypatch.setattr(products, "MIN_PANEL_ROWS", 2)
+    _force_panel_products(monkeypatch)
     directory = os.path.join(support.GENERATION_FIXTURE_DIR, "mt5")
     model = MT5ForConditionalGeneration.from_pretrained(directory, lm_head_layout="in_out")
     reference = support.load_fixture_model("mt5")
@@ -475,10 +473,8 @@ def test_decoding_lm_head_matches_compute_logits(models, monkeypatch):
     without XLA, for one row and for several rows (which XLA takes in panels; the limits
     are lowered so that the small fixture heads qualify)."""
     from tfmodels.generation.graph import lm_head_logits
-    from tfmodels.layers import products
 
-    monkeypatch.setattr(products, "PANEL_PRODUCT_MIN_ELEMENTS", 0)
-    monkeypatch.setattr(products, "MIN_PANEL_ROWS", 2)
+    _force_panel_products(monkeypatch)
     for rows in (1, 5):
         hidden = tf.random.normal([rows, 24], seed=1)
         for model in models.values():

@@ -53,12 +53,9 @@ class RecordingSGD(keras.optimizers.SGD):
 def favour_token(model, token_id, weight=5.0):
     """Sets every LM-head weight of `token_id` (an untied head, either layout) to `weight`,
     so that the token wins every decoding step."""
-    kernel = model.lm_head.kernel.numpy()
-    if model.lm_head.kernel_layout == "out_in":
-        kernel[token_id, :] = weight
-    else:
-        kernel[:, token_id] = weight
-    model.lm_head.kernel.assign(kernel)
+    kernel_vd = np.array(model.lm_head.kernel_out_in())
+    kernel_vd[token_id, :] = weight
+    model.lm_head.assign_kernel_out_in(kernel_vd)
 
 
 def small_model(family="mt5", seed=0, dtype=None, **overrides):

@@ -191,7 +191,7 @@ def _float_twin(model, family):
     twin.set_weights([w.numpy() for w in model.weights if "int8" not in w.path][: len(twin.weights)])
     for ours, theirs in zip(model.quantized_dense_layers(), twin.quantized_dense_layers()):
         dequantized_oi = ours.int8_kernel.dequantized().numpy()
-        theirs.kernel.assign(dequantized_oi if theirs.kernel_layout == "out_in" else dequantized_oi.T)
+        theirs.assign_kernel_out_in(dequantized_oi)
     return twin
 
 

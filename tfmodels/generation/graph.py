@@ -83,9 +83,7 @@ def lm_head_logits(model, hidden):
     """
     if model.lm_head is not None or model.int8_tied_head is not None:
         return model.compute_logits(hidden)
-    scale = model.lm_head_input_scale()
-    if scale != 1.0:
-        hidden = hidden * tf.cast(scale, hidden.dtype)
+    hidden = model.tied_head_inputs(hidden)
     embeddings = tf.cast(model.token_embedding.embeddings, hidden.dtype)
     if not is_single_row(hidden):
         return tf.cast(rows_times_transposed(hidden, embeddings), tf.float32)
@@ -94,11 +92,11 @@ def lm_head_logits(model, hidden):
 
 
 def _float_head_matrix(model):
-    """The `[vocab, d_model]` float matrix the LM head multiplies by when it is stored
-    that way (an `"out_in"` head or tied embeddings), else None."""
+    """The `[vocab, d_model]` float matrix that is the whole LM head when it is stored that
+    way (an `"out_in"` head without bias, or tied embeddings), else None."""
     if model.lm_head is not None:
         head = model.lm_head
-        if head.int8_kernel is not None or head.kernel_layout != "out_in":
+        if head.int8_kernel is not None or head.kernel_layout != "out_in" or head.use_bias:
             return None
         return head.kernel
     if model.int8_tied_head is not None:
@@ -119,13 +117,8 @@ def lm_head_is_vocab_major(model, num_rows):
 def lm_head_logits_vocab_major(model, hidden):
     """`[rows, d_model]` decoder outputs -> `[vocab, rows]` float32 logits, for a model
     and row count where `lm_head_is_vocab_major`."""
-    head = model.lm_head
-    scale = 1.0 if head is not None else model.lm_head_input_scale()
-    if scale != 1.0:
-        hidden = hidden * tf.cast(scale, hidden.dtype)
+    hidden = model.tied_head_inputs(hidden)
     logits_vr = output_major_product(hidden, tf.cast(_float_head_matrix(model), hidden.dtype))
-    if head is not None and head.use_bias:
-        logits_vr = logits_vr + tf.cast(head.bias, logits_vr.dtype)[:, tf.newaxis]
     return tf.cast(logits_vr, tf.float32)
 
 
@@ -143,7 +136,7 @@ class RestrictedHead:
     def __init__(self, model, token_ids):
         vocab_size = int(model.config.vocab_size)
         int8_head = model.int8_tied_head if model.lm_head is None else model.lm_head.int8_kernel
-        self.scale = 1.0 if model.lm_head is not None else model.lm_head_input_scale()
+        self.model = model
         self.prepare_inputs = None
         if int8_head is not None:
             # The same (dequantised) weights the unrestricted int8 head multiplies by,
@@ -166,8 +159,7 @@ class RestrictedHead:
         )
 
     def __call__(self, hidden):
-        if self.scale != 1.0:
-            hidden = hidden * tf.cast(self.scale, hidden.dtype)
+        hidden = self.model.tied_head_inputs(hidden)
         if self.prepare_inputs is not None:
             hidden = tf.cast(self.prepare_inputs(hidden), hidden.dtype)
         logits_ra = tf.cast(tf.matmul(hidden, tf.cast(self.kernel_da, hidden.dtype)), tf.float32)

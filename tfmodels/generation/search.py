@@ -98,6 +98,7 @@ def greedy_search(
         the reference, a finished row gets `pad_token_id` until the loop ends.
     """
     rows = tf.shape(sequences)[0]
+    vocab_axis = 0 if vocab_major else 1
     use_eos = bool(eos_token_ids)
     cur_len = tf.constant(prompt_length, tf.int32)
     last_tokens = sequences[:, prompt_length - 1]
@@ -113,18 +114,13 @@ def greedy_search(
     def greedy_step(cur_len, sequences, cache, unfinished, last_tokens, lengths):
         logits, cache = step_fn(last_tokens[:, tf.newaxis], cache, cur_len - 1)
         if vocab_major:
-            scores_vr = process_vocab_major(process_fn, logits, sequences, cur_len)
-            if do_sample:
-                vocab_size = tf.shape(scores_vr)[0]
-                noise_rv = gen_random.gumbel(random_key, cur_len, rows, vocab_size)
-                scores_vr = scores_vr + tf.transpose(noise_rv)
-            next_tokens = tf.argmax(scores_vr, axis=0, output_type=tf.int32)
+            scores = process_vocab_major(process_fn, logits, sequences, cur_len)
         else:
             scores = process_fn(logits, sequences, cur_len)
-            if do_sample:
-                vocab_size = tf.shape(scores)[1]
-                scores = scores + gen_random.gumbel(random_key, cur_len, rows, vocab_size)
-            next_tokens = tf.argmax(scores, axis=-1, output_type=tf.int32)
+        if do_sample:
+            noise_rv = gen_random.gumbel(random_key, cur_len, rows, tf.shape(scores)[vocab_axis])
+            scores = scores + (tf.transpose(noise_rv) if vocab_major else noise_rv)
+        next_tokens = tf.argmax(scores, axis=vocab_axis, output_type=tf.int32)
         if use_eos:
             next_tokens = tf.where(unfinished, next_tokens, tf.constant(pad_token_id, tf.int32))
         sequences = _write_column(sequences, cur_len, next_tokens)

@@ -105,6 +105,12 @@ class Dense(keras.layers.Dense):
         kernel = keras.ops.convert_to_tensor(self.kernel)
         return kernel if self.kernel_layout == "out_in" else keras.ops.transpose(kernel)
 
+    def assign_kernel_out_in(self, kernel_oi):
+        """Sets the float kernel from an `[out, in]` array, whatever the stored layout."""
+        kernel_oi = keras.ops.convert_to_tensor(kernel_oi, self.kernel.dtype)
+        self.kernel.assign(kernel_oi if self.kernel_layout == "out_in"
+                           else keras.ops.transpose(kernel_oi))
+
     def enable_lora(self, *args, **kwargs):
         if self.kernel_layout == "out_in":
             raise ValueError(f"{self.name}: LoRA needs kernel_layout='in_out'")

@@ -53,13 +53,12 @@ def rows_times_transposed(inputs_ri, matrix_oi):
     TensorShape([2, 4])
     """
     if in_xla_context():
-        panel_rows = _product_panel_rows(inputs_ri.shape[0], matrix_oi)
-        if panel_rows is not None:
-            return tf.transpose(_panel_product(inputs_ri, matrix_oi, panel_rows))
-        return tf.matmul(inputs_ri, matrix_oi, transpose_b=True)
-    if is_single_row(inputs_ri):
-        return tf.matmul(inputs_ri, matrix_oi, transpose_b=True)
-    return tf.transpose(tf.matmul(matrix_oi, inputs_ri, transpose_b=True))
+        mirrored = output_major_is_native(inputs_ri.shape[0], matrix_oi)  # panels
+    else:
+        mirrored = not is_single_row(inputs_ri)
+    if mirrored:
+        return tf.transpose(output_major_product(inputs_ri, matrix_oi))
+    return tf.matmul(inputs_ri, matrix_oi, transpose_b=True)
 
 
 def output_major_is_native(num_rows, matrix_oi):

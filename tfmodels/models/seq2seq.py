@@ -205,6 +205,14 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         """Factor applied to the decoder output before a tied LM head (1.0 = none)."""
         return 1.0
 
+    def tied_head_inputs(self, decoder_hidden_states):
+        """The decoder output as a tied LM head multiplies it (times
+        `lm_head_input_scale()`); unchanged for an untied head."""
+        scale = 1.0 if self.lm_head is not None else self.lm_head_input_scale()
+        if scale == 1.0:
+            return decoder_hidden_states
+        return decoder_hidden_states * tf.cast(scale, decoder_hidden_states.dtype)
+
     # -- construction ---------------------------------------------------------------------
     def build(self, input_shape=None):
         if self.built:
@@ -296,11 +304,7 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         if self.lm_head is not None:
             logits = self.lm_head(decoder_hidden_states)
         else:
-            scale = self.lm_head_input_scale()
-            if scale != 1.0:
-                decoder_hidden_states = decoder_hidden_states * tf.cast(
-                    scale, decoder_hidden_states.dtype
-                )
+            decoder_hidden_states = self.tied_head_inputs(decoder_hidden_states)
             if self.int8_tied_head is not None:
                 return tf.cast(self.int8_tied_head(decoder_hidden_states), tf.float32)
             embedding_matrix = tf.cast(self.token_embedding.embeddings, decoder_hidden_states.dtype)
