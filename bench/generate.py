@@ -24,6 +24,13 @@ Engines:
                   (`model.quantize_weights("int8_dynamic")`, as CTranslate2's int8)
   tfmodels-int8-graph  the same as tfmodels-int8 without XLA (an int8 export's default
                   signatures)
+  tfmodels-bf16-graph  this package without XLA, weights and compute in bfloat16
+                  (`from_pretrained(..., dtype="bfloat16")`): half the bytes per step,
+                  and TensorFlow's CPU matmul multiplies bfloat16 natively where the
+                  processor has AVX512-BF16 / AMX (oneDNN)
+  tfmodels-bf16   the same under XLA, for comparison: XLA's CPU backend has no bfloat16
+                  matrix product, widens each weight to float32 (once per call, hoisted
+                  out of the decoding loop) and then reads float32 bytes
   tfmodels-warm   this package, XLA, in a process that finds every search already in a
                   persistent XLA compilation cache (`--xla-cache` /
                   `use_persistent_compilation_cache`), filled by an earlier tfmodels
@@ -93,7 +100,7 @@ SOURCE_TOKENS = 32
 NEW_TOKENS = 32
 THREADS = 2
 RESTRICTED_VOCAB = 32000
-ENGINES = ["tfmodels", "tfmodels-warm", "tfmodels-graph", "tfmodels-inout", "tfmodels-int8", "tfmodels-int8dyn", "tfmodels-int8-graph", "tfmodels-vocab", "torch", "hf-tf-xla", "ct2-fp32", "ct2-int8"]
+ENGINES = ["tfmodels", "tfmodels-warm", "tfmodels-graph", "tfmodels-inout", "tfmodels-int8", "tfmodels-int8dyn", "tfmodels-int8-graph", "tfmodels-bf16", "tfmodels-bf16-graph", "tfmodels-vocab", "torch", "hf-tf-xla", "ct2-fp32", "ct2-int8"]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -166,7 +173,7 @@ def worker_ceiling(name, repeats):
 
 
 def worker_tfmodels(name, settings, repeats, jit_compile=True, restricted_vocab=None,
-                    quantize=None, lm_head_layout="out_in"):
+                    quantize=None, lm_head_layout="out_in", dtype="float32"):
     _set_tf_threads()
     from tfmodels import M2M100Config, M2M100ForConditionalGeneration, MT5Config, MT5ForConditionalGeneration
 
@@ -174,9 +181,9 @@ def worker_tfmodels(name, settings, repeats, jit_compile=True, restricted_vocab=
     started = time.perf_counter()
     if spec["family"] == "mt5":
         model = MT5ForConditionalGeneration(MT5Config(**spec["config"]),
-                                            lm_head_layout=lm_head_layout)
+                                            lm_head_layout=lm_head_layout, dtype=dtype)
     else:
-        model = M2M100ForConditionalGeneration(M2M100Config(**spec["config"]))
+        model = M2M100ForConditionalGeneration(M2M100Config(**spec["config"]), dtype=dtype)
     if quantize:
         model.quantize_weights(quantize)
     build = time.perf_counter() - started
@@ -352,6 +359,9 @@ def run_worker(arguments):
     elif engine == "tfmodels-int8-graph":
         result = worker_tfmodels(arguments.model, settings, arguments.repeats, jit_compile=False,
                                  quantize="int8")
+    elif engine in ("tfmodels-bf16", "tfmodels-bf16-graph"):
+        result = worker_tfmodels(arguments.model, settings, arguments.repeats,
+                                 jit_compile=engine == "tfmodels-bf16", dtype="bfloat16")
     elif engine == "tfmodels-vocab":
         result = worker_tfmodels(arguments.model, settings, arguments.repeats,
                                  restricted_vocab=arguments.restricted_vocab)

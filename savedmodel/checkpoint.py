@@ -41,15 +41,16 @@ def check_vocabulary_fits(model, tokenizer):
         )
 
 
-def load_checkpoint(checkpoint_dir):
-    """`(model, tokenizer)` from a folder with config.json, weights and tokenizer files.
+def load_checkpoint(checkpoint_dir, dtype=None):
+    """`(model, tokenizer)` from a folder with config.json, weights and tokenizer files;
+    `dtype` as for `from_pretrained` (e.g. `"bfloat16"` weights; None = float32).
 
     Example:
     >>> model, tokenizer = load_checkpoint("path/to/mt5-small")  # doctest: +SKIP
     """
     if not os.path.isdir(checkpoint_dir):
         raise FileNotFoundError(f"Checkpoint folder {checkpoint_dir!r} does not exist")
-    model = load_seq2seq_lm(checkpoint_dir)
+    model = load_seq2seq_lm(checkpoint_dir, dtype=dtype)
     tokenizer = load_tokenizer(checkpoint_dir, model.config.model_type)
     check_vocabulary_fits(model, tokenizer)
     return model, tokenizer

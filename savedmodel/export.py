@@ -58,7 +58,8 @@ def export_savedmodel(checkpoint_dir, out_dir, settings=None, model=None, tokeni
         out_dir: the model base path; the SavedModel goes to `out_dir/<version>/`.
         settings: `ExportSettings` (None = checkpoint defaults).
         model, tokenizer: an already loaded model and tokenizer (optional); with
-            `settings.weight_quantization` the model is quantised in place.
+            `settings.weight_quantization` the model is quantised in place. A
+            `settings.dtype` must then be the model's own dtype.
 
     Returns:
         An `ExportResult`.
@@ -72,7 +73,13 @@ def export_savedmodel(checkpoint_dir, out_dir, settings=None, model=None, tokeni
     started = time.perf_counter()
     settings = settings or ExportSettings()
     if model is None or tokenizer is None:
-        model, tokenizer = load_checkpoint(checkpoint_dir)
+        model, tokenizer = load_checkpoint(checkpoint_dir, dtype=settings.dtype)
+    elif settings.dtype is not None and model.dtype_policy.name != settings.dtype:
+        raise ValueError(
+            f"settings.dtype is {settings.dtype!r} but the model passed in is "
+            f"{model.dtype_policy.name!r}; load it with from_pretrained(..., dtype="
+            f"{settings.dtype!r}) or leave settings.dtype unset"
+        )
     if settings.weight_quantization and model.weight_quantization != settings.weight_quantization:
         model.quantize_weights(settings.weight_quantization)  # in place, as documented
     settings = settings.with_checkpoint_defaults(model)
@@ -118,6 +125,7 @@ def _write_export_info(saved_model_dir, checkpoint_dir, model, settings, signatu
         "family": model_family(model),
         "vocab_size": int(model.config.vocab_size),
         "d_model": int(model.config.d_model),
+        "dtype": model.dtype_policy.name,
         "signatures": signature_names,
         "settings": dataclasses.asdict(settings),
         "tensorflow": tf.__version__,

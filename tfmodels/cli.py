@@ -70,14 +70,14 @@ class Translator:
     language tokens, so `mt5_prefix` (e.g. "to {tgt}: ") is put before each text.
     """
 
-    def __init__(self, checkpoint, quantize=None):
+    def __init__(self, checkpoint, quantize=None, dtype=None):
         import json
 
         from tfmodels.auto import load_seq2seq_lm
 
         started = time.perf_counter()
         self.checkpoint = checkpoint
-        self.model = load_seq2seq_lm(checkpoint)
+        self.model = load_seq2seq_lm(checkpoint, dtype=dtype)
         if quantize:
             self.model.quantize_weights(quantize)
         self.is_m2m100 = self.model.config.model_type == "m2m_100"
@@ -165,6 +165,8 @@ def _describe(translator):
     print(f"loaded {type(translator.model).__name__} + {type(translator.tokenizer).__name__} "
           f"from {translator.checkpoint} in {translator.load_seconds:.2f}s")
     print(f"  {translator.parameters:,} parameters, {size / 1e6:.1f} MB on disk; {fields}")
+    if translator.model.dtype_policy.name != "float32":
+        print(f"  weights and compute in {translator.model.dtype_policy.name}")
     if translator.model.weight_quantization:
         print(f"  decoding reads {translator.model.weight_quantization} weights "
               "(decoder projections and LM head)")
@@ -176,7 +178,7 @@ def cmd_demo(args):
     checkpoint = args.checkpoint or DEFAULT_TRANSLATOR
     if not os.path.isfile(os.path.join(checkpoint, "config.json")):
         raise FileNotFoundError(f"no checkpoint (config.json) in {checkpoint}")
-    translator = Translator(checkpoint, quantize=args.quantize)
+    translator = Translator(checkpoint, quantize=args.quantize, dtype=args.dtype)
     beams = args.num_beams or translator.model.generation_config.num_beams
     print("tfmodels demo: translating in-graph (tokenizer -> generate -> detokenizer), "
           f"{'greedy' if beams == 1 else f'beam {beams}'}, max {args.max_new_tokens} new tokens")
@@ -245,7 +247,7 @@ def cmd_translate(args):
     if not os.path.isfile(os.path.join(checkpoint, "config.json")):
         raise FileNotFoundError(f"no checkpoint (config.json) in {checkpoint}")
     _check_language_codes_early(checkpoint, args.src, args.tgt)
-    translator = Translator(checkpoint, quantize=args.quantize)
+    translator = Translator(checkpoint, quantize=args.quantize, dtype=args.dtype)
     trained = translator.trained_languages
     if translator.is_m2m100 and trained and args.tgt not in trained:
         print(f"tfmodels translate: warning: this checkpoint was trained for "
@@ -266,13 +268,14 @@ def _add_generation_arguments(parser):
                         "the bundled translator uses 4)")
     parser.add_argument("--max-new-tokens", type=int, default=32,
                         help="most tokens to generate per text (default 32)")
-    from savedmodel.cli import QUANTIZE_CHOICES
+    from savedmodel.cli import DTYPE_CHOICES, DTYPE_HELP, QUANTIZE_CHOICES
 
     parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
                         help="int8 decoding (model.quantize_weights): 'int8' int8 weights "
                         "(fastest for one text, greedy), 'int8_dynamic' int8 weights and "
                         "activations (fastest for batches and beams); outputs may differ "
                         "slightly from the float model")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default=None, help=DTYPE_HELP)
     parser.add_argument("--xla-cache", metavar="DIR", default=None,
                         help="keep compiled generation programs in DIR and reuse them in "
                         "later runs (a persistent XLA compilation cache)")
