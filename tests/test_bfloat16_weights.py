@@ -118,38 +118,25 @@ def test_savedmodel_export_stores_and_serves_bfloat16_weights(tmp_path):
     """`tfmodels export --dtype bfloat16`: the SavedModel's model variables are bfloat16
     (half the float32 export's bytes) and its default signature serves the bfloat16
     model's translations."""
-    import json
-    import os
-
-    from fixtures.savedmodel.checkpoints import make_tiny_m2m100_checkpoint
-    from fixtures.savedmodel.expected_values import python_generation
+    from fixtures.savedmodel.weight_checks import (
+        assert_serves_the_models_translations,
+        export_float_and_variant,
+        export_info,
+        variable_elements_by_dtype,
+    )
     from savedmodel.checkpoint import load_checkpoint
-    from savedmodel.export_settings import ExportSettings
-    from test_weight_quantization import _variable_dtypes
-    from tfmodels import cli
 
-    checkpoint = make_tiny_m2m100_checkpoint(str(tmp_path / "checkpoint"), init_std=0.3)
-    common = ["--num-beams", "2", "--max-new-tokens", "5", "--no-warmup", "--skip-op-check"]
-    assert cli.main(["export", checkpoint, str(tmp_path / "float")] + common) == 0
-    assert cli.main(["export", checkpoint, str(tmp_path / "bf16"), "--dtype", "bfloat16"]
-                    + common) == 0
-    float_dir, bf16_dir = str(tmp_path / "float" / "1"), str(tmp_path / "bf16" / "1")
-    with open(os.path.join(bf16_dir, "assets.extra", "tfmodels_export.json")) as handle:
-        info = json.load(handle)
+    checkpoint, float_dir, bf16_dir = export_float_and_variant(
+        tmp_path, "bf16", ["--dtype", "bfloat16"])
+    info = export_info(bf16_dir)
     assert info["settings"]["dtype"] == "bfloat16" and info["dtype"] == "bfloat16"
-    float_counts, bf16_counts = _variable_dtypes(float_dir), _variable_dtypes(bf16_dir)
+    float_counts = variable_elements_by_dtype(float_dir)
+    bf16_counts = variable_elements_by_dtype(bf16_dir)
     assert set(float_counts) == {"float32"} and set(bf16_counts) == {"bfloat16"}
     assert bf16_counts["bfloat16"] == float_counts["float32"]
 
     model, tokenizer = load_checkpoint(checkpoint, dtype="bfloat16")
-    export = dict(model=model, tokenizer=tokenizer, family="m2m100",
-                  settings=ExportSettings(**info["settings"]))
-    texts = ["Hello world.", "The quick brown fox.", "Guten Morgen"]
-    src, tgt = ["en", "en", "de"], ["fr", "de", "en"]
-    expected, _ = python_generation(export, texts, src, tgt)
-    served = tf.saved_model.load(bf16_dir).signatures["serving_default"]
-    outputs = served(text=tf.constant(texts), src_lang=tf.constant(src), tgt_lang=tf.constant(tgt))
-    assert [t.decode() for t in outputs["text"].numpy()] == list(expected)
+    assert_serves_the_models_translations(bf16_dir, model, tokenizer)
 
 
 def test_export_dtype_errors_name_the_problem(tmp_path):

@@ -343,39 +343,24 @@ def test_keras_file_keeps_the_quantisation(tmp_path, mode):
         expected)
 
 
-def _variable_dtypes(saved_model_dir):
-    reader = tf.train.load_checkpoint(f"{saved_model_dir}/variables/variables")
-    shapes = reader.get_variable_to_shape_map()
-    counts = {}
-    for name, dtype in reader.get_variable_to_dtype_map().items():
-        if name.startswith("model_variables/"):
-            counts[dtype.name] = counts.get(dtype.name, 0) + int(np.prod(shapes[name]))
-    return counts
-
-
 def test_savedmodel_export_reads_and_stores_int8_weights(tmp_path):
     """`tfmodels export --quantize int8`: the served translations are the quantised
     model's, the float kernels it replaced are left out, and the ops are stock."""
-    import json
-    import os
-
-    from fixtures.savedmodel.checkpoints import make_tiny_m2m100_checkpoint
-    from fixtures.savedmodel.expected_values import python_generation
+    from fixtures.savedmodel.weight_checks import (
+        assert_serves_the_models_translations,
+        export_float_and_variant,
+        export_info,
+        variable_elements_by_dtype,
+    )
     from savedmodel.checkpoint import load_checkpoint
-    from savedmodel.export_settings import ExportSettings
-    from tfmodels import cli
 
-    checkpoint = make_tiny_m2m100_checkpoint(str(tmp_path / "checkpoint"), init_std=0.3)
-    common = ["--num-beams", "2", "--max-new-tokens", "5", "--no-warmup"]
-    assert cli.main(["export", checkpoint, str(tmp_path / "float")] + common) == 0
-    assert cli.main(["export", checkpoint, str(tmp_path / "int8"), "--quantize", "int8"] + common) == 0
-    float_dir, int8_dir = str(tmp_path / "float" / "1"), str(tmp_path / "int8" / "1")
-    with open(os.path.join(int8_dir, "assets.extra", "tfmodels_export.json")) as handle:
-        info = json.load(handle)
-    assert info["settings"]["weight_quantization"] == "int8"
+    checkpoint, float_dir, int8_dir = export_float_and_variant(
+        tmp_path, "int8", ["--quantize", "int8"])
+    assert export_info(int8_dir)["settings"]["weight_quantization"] == "int8"
 
     model, tokenizer = load_checkpoint(checkpoint)
-    float_counts, int8_counts = _variable_dtypes(float_dir), _variable_dtypes(int8_dir)
+    float_counts = variable_elements_by_dtype(float_dir)
+    int8_counts = variable_elements_by_dtype(int8_dir)
     replaced = sum(int(np.prod(layer.kernel.shape)) for layer in model.quantized_dense_layers())
     scales = sum(int(layer.units) for layer in model.quantized_dense_layers())
     scales += model.config.vocab_size  # the tied head's per-token scales
@@ -384,14 +369,7 @@ def test_savedmodel_export_reads_and_stores_int8_weights(tmp_path):
     assert int8_counts["int8"] >= replaced + model.config.vocab_size * model.config.d_model
 
     model.quantize_weights("int8")
-    export = dict(model=model, tokenizer=tokenizer, family="m2m100",
-                  settings=ExportSettings(**info["settings"]))
-    texts = ["Hello world.", "The quick brown fox.", "Guten Morgen"]
-    src, tgt = ["en", "en", "de"], ["fr", "de", "en"]
-    expected, _ = python_generation(export, texts, src, tgt)
-    served = tf.saved_model.load(int8_dir).signatures["serving_default"]
-    outputs = served(text=tf.constant(texts), src_lang=tf.constant(src), tgt_lang=tf.constant(tgt))
-    assert [t.decode() for t in outputs["text"].numpy()] == list(expected)
+    assert_serves_the_models_translations(int8_dir, model, tokenizer)
 
 
 def test_command_lines_offer_every_quantization_mode():
