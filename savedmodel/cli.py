@@ -9,12 +9,13 @@ Example:
 
 import os
 
+# export_settings imports no TensorFlow, so the parser can take the dtypes from it.
+from savedmodel.export_settings import WEIGHT_DTYPES
+
 
 # `quantize_weights` modes (tfmodels.layers.dense.WEIGHT_QUANTIZATION_MODES), written out so
 # that declaring the options imports no TensorFlow; `tfmodels translate/demo` use them too.
 QUANTIZE_CHOICES = ["int8", "int8_dynamic"]
-# savedmodel.export_settings.WEIGHT_DTYPES, written out for the same reason.
-DTYPE_CHOICES = ["float32", "bfloat16"]
 DTYPE_HELP = ("weights and compute dtype (default float32); 'bfloat16' reads half the bytes "
               "and, without XLA, multiplies bfloat16 natively on CPUs with AVX512-BF16 "
               "(fastest for batches and beams there); outputs may differ slightly")
@@ -62,7 +63,7 @@ def add_export_arguments(parser):
                         "and read as int8 (faster decoding on CPU, smaller export); "
                         "'int8_dynamic' quantises their inputs too (faster for batches and "
                         "beams under XLA)")
-    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default=None, help=DTYPE_HELP)
+    parser.add_argument("--dtype", choices=WEIGHT_DTYPES, default=None, help=DTYPE_HELP)
     output = parser.add_argument_group("output")
     output.add_argument("--no-warmup", action="store_true",
                         help="do not write assets.extra/tf_serving_warmup_requests")

@@ -23,6 +23,12 @@ from helpers import (
     make_batch,
     to_numpy,
 )
+from fixtures.savedmodel.weight_checks import (
+    assert_serves_the_models_translations,
+    export_float_and_variant,
+    export_info,
+    variable_elements_by_dtype,
+)
 from tfmodels import M2M100ForConditionalGeneration, MT5ForConditionalGeneration
 
 FAMILIES = {
@@ -118,12 +124,6 @@ def test_savedmodel_export_stores_and_serves_bfloat16_weights(tmp_path):
     """`tfmodels export --dtype bfloat16`: the SavedModel's model variables are bfloat16
     (half the float32 export's bytes) and its default signature serves the bfloat16
     model's translations."""
-    from fixtures.savedmodel.weight_checks import (
-        assert_serves_the_models_translations,
-        export_float_and_variant,
-        export_info,
-        variable_elements_by_dtype,
-    )
     from savedmodel.checkpoint import load_checkpoint
 
     checkpoint, float_dir, bf16_dir = export_float_and_variant(
@@ -153,8 +153,7 @@ def test_export_dtype_errors_name_the_problem(tmp_path):
 
 
 def test_command_lines_offer_the_weight_dtypes():
-    """`--dtype` is declared without importing TensorFlow, so its choices are written out;
-    they must be the export's."""
+    """Every command line that loads a model offers `--dtype` with the export's dtypes."""
     from savedmodel.export_settings import WEIGHT_DTYPES
     from tfmodels.cli import build_parser
 

@@ -13,6 +13,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from fixtures.savedmodel.weight_checks import (
+    assert_serves_the_models_translations,
+    export_float_and_variant,
+    export_info,
+    variable_elements_by_dtype,
+)
 from test_training_support import random_batches, small_model
 from tfmodels.layers.dense import Dense
 from helpers import optimized_hlo
@@ -346,12 +352,6 @@ def test_keras_file_keeps_the_quantisation(tmp_path, mode):
 def test_savedmodel_export_reads_and_stores_int8_weights(tmp_path):
     """`tfmodels export --quantize int8`: the served translations are the quantised
     model's, the float kernels it replaced are left out, and the ops are stock."""
-    from fixtures.savedmodel.weight_checks import (
-        assert_serves_the_models_translations,
-        export_float_and_variant,
-        export_info,
-        variable_elements_by_dtype,
-    )
     from savedmodel.checkpoint import load_checkpoint
 
     checkpoint, float_dir, int8_dir = export_float_and_variant(

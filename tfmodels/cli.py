@@ -268,14 +268,15 @@ def _add_generation_arguments(parser):
                         "the bundled translator uses 4)")
     parser.add_argument("--max-new-tokens", type=int, default=32,
                         help="most tokens to generate per text (default 32)")
-    from savedmodel.cli import DTYPE_CHOICES, DTYPE_HELP, QUANTIZE_CHOICES
+    from savedmodel.cli import DTYPE_HELP, QUANTIZE_CHOICES
+    from savedmodel.export_settings import WEIGHT_DTYPES
 
     parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
                         help="int8 decoding (model.quantize_weights): 'int8' int8 weights "
                         "(fastest for one text, greedy), 'int8_dynamic' int8 weights and "
                         "activations (fastest for batches and beams); outputs may differ "
                         "slightly from the float model")
-    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default=None, help=DTYPE_HELP)
+    parser.add_argument("--dtype", choices=WEIGHT_DTYPES, default=None, help=DTYPE_HELP)
     parser.add_argument("--xla-cache", metavar="DIR", default=None,
                         help="keep compiled generation programs in DIR and reuse them in "
                         "later runs (a persistent XLA compilation cache)")
