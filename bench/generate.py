@@ -47,7 +47,9 @@ Engines:
 
 Also printed: the memory-bandwidth ceiling for batch-1 greedy (a 2-thread fp32
 matrix-vector product reading as many bytes as the decoder + LM head, both weight layouts,
-with and without XLA, probed before and after the engines; the fastest counts), first-call
+with and without XLA, probed before and after the engines; the fastest counts), the
+head-shaped rate beside it (the same single-row product by a matrix of the model's own
+LM-head shape, under XLA: what the kernel allows for the head each step reads), first-call
 compile time and peak RSS of every engine process.
 
 `--rounds N` runs every engine N times, interleaved (all engines, then all again, ...), and
@@ -167,9 +169,38 @@ def worker_ceiling(name, repeats):
             _, best = _time_calls(lambda: product(vector).numpy(), repeats * 3)
             results[("xla" if jit else "graph") + ("-rows" if transposed else "")] = best
     best = min(results.values())
+    del matrix, rows_matrix
+    head_gb_per_s = _head_shaped_gb_per_s(tf, name, repeats)
     return {"parameters": parameters, "seconds_per_pass": best,
             "gb_per_s": parameters * 4 / best / 1e9, "ceiling_tokens_per_s": 1.0 / best,
-            "peak_rss_mb": _peak_rss_mb()}
+            "head_gb_per_s": head_gb_per_s, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _head_shaped_gb_per_s(tf, name, repeats):
+    """Bytes/s of a single-row product by a matrix of the model's own LM-head shape, stored
+    `[vocab, d_model]` and `[d_model, vocab]`, under XLA (the faster of the two).
+
+    Not part of the ceiling, printed beside it: the ceiling probe streams the same bytes
+    as a matrix 1024 floats wide, while every decoding step reads the head in its own
+    shape. If this rate is near the ceiling, the head's shape is not what holds batch-1
+    greedy back (session 15: 56.0 GB/s for mT5's [250112, 512] head against a 53.0 GB/s
+    ceiling, while the same product inside a process holding the model read 31-38).
+    """
+    config = MODELS[name]["config"]
+    vocab, width = config["vocab_size"], config["d_model"]
+    vector = tf.random.normal([1, width])
+    best = float("inf")
+    for out_in in (True, False):
+        shape = [vocab, width] if out_in else [width, vocab]
+        head = tf.Variable(tf.random.normal(shape, stddev=0.01))
+        product = tf.function(
+            lambda v, w=head, t=out_in: tf.reduce_sum(tf.matmul(v, w, transpose_b=t)),
+            jit_compile=True,
+        )
+        _, seconds = _time_calls(lambda: product(vector).numpy(), repeats * 3)
+        best = min(best, seconds)
+        del head, product
+    return vocab * width * 4 / best / 1e9
 
 
 def worker_tfmodels(name, settings, repeats, jit_compile=True, restricted_vocab=None,
@@ -546,6 +577,9 @@ def _best_probe(probes):
         return probes[0]
     best = dict(max(good, key=lambda probe: probe["gb_per_s"]))
     best["probes_gb_per_s"] = [round(probe["gb_per_s"], 1) for probe in good]
+    head_rates = [probe["head_gb_per_s"] for probe in good if probe.get("head_gb_per_s")]
+    if head_rates:
+        best["head_gb_per_s"] = max(head_rates)
     return best
 
 
@@ -575,6 +609,11 @@ def _print_table(label, settings, ceiling, rows):
               f"{ceiling['parameters'] * 4 / 1e6:.0f} MB (decoder + LM head) -> "
               f"{ceiling['ceiling_tokens_per_s']:.1f} tokens/s for batch-1 greedy (probes: "
               + ", ".join(f"{v} GB/s" for v in ceiling.get("probes_gb_per_s", [])) + ")")
+        if ceiling.get("head_gb_per_s"):
+            # Same bytes at the speed XLA's kernel streams a matrix of the head's shape.
+            head_shaped = ceiling["head_gb_per_s"] * 1e9 / (ceiling["parameters"] * 4)
+            print(f"  head-shaped rate: {ceiling['head_gb_per_s']:.1f} GB/s for a single row by a "
+                  f"matrix of the LM head's shape -> {head_shaped:.1f} tokens/s over the same bytes")
     ours = speeds.get("tfmodels")
     if not ours:
         return
@@ -593,6 +632,9 @@ def _print_table(label, settings, ceiling, rows):
     if "error" not in ceiling and "1x1" in ours:
         print(f"  batch-1 greedy at {100 * ours['1x1'] / ceiling['ceiling_tokens_per_s']:.0f}% "
               "of the bandwidth ceiling")
+        if ceiling.get("head_gb_per_s"):
+            head_shaped = ceiling["head_gb_per_s"] * 1e9 / (ceiling["parameters"] * 4)
+            print(f"  batch-1 greedy at {100 * ours['1x1'] / head_shaped:.0f}% of the head-shaped rate")
         int8 = speeds.get("tfmodels-int8", {}).get("1x1")
         if int8:
             # Same bandwidth, a quarter of the weight bytes (scales are negligible).

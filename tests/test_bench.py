@@ -65,3 +65,32 @@ def test_table_prints_the_merged_compile_time_and_spread(bench, capsys):
 def test_bench_doctests_pass(bench):
     result = doctest.testmod(bench, verbose=False)
     assert result.attempted >= 1 and result.failed == 0
+
+
+def test_head_shaped_rate_is_reported_beside_the_ceiling(bench, capsys):
+    probes = [
+        {"parameters": 1_000_000_000, "gb_per_s": 40.0, "ceiling_tokens_per_s": 10.0,
+         "head_gb_per_s": 20.0},
+        {"parameters": 1_000_000_000, "gb_per_s": 50.0, "ceiling_tokens_per_s": 12.5,
+         "head_gb_per_s": 30.0},
+        {"error": "probe failed"},
+    ]
+    ceiling = bench._best_probe(probes)
+    # The fastest probe is the ceiling; the fastest head-shaped read comes with it.
+    assert ceiling["gb_per_s"] == 50.0 and ceiling["head_gb_per_s"] == 30.0
+    assert ceiling["probes_gb_per_s"] == [40.0, 50.0]
+    rows = {"tfmodels": _round({"1x1": (4.0, 8.0)})}  # 32 tokens / 8 s = 4 tokens/s
+    bench._print_table("tiny", [(1, 1)], ceiling, rows)
+    table = capsys.readouterr().out
+    # 30 GB/s over 4 GB (1e9 fp32 parameters) -> 7.5 tokens/s; 4 / 7.5 = 53 %.
+    assert "head-shaped rate: 30.0 GB/s" in table and "-> 7.5 tokens/s" in table
+    assert "batch-1 greedy at 32% of the bandwidth ceiling" in table  # 4 / 12.5
+    assert "batch-1 greedy at 53% of the head-shaped rate" in table
+
+
+def test_a_probe_without_the_head_shaped_rate_prints_the_ceiling_alone(bench, capsys):
+    ceiling = bench._best_probe([{"parameters": 10, "gb_per_s": 1.0, "ceiling_tokens_per_s": 2.0}])
+    assert "head_gb_per_s" not in ceiling
+    bench._print_table("tiny", [(1, 1)], ceiling, {"tfmodels": _round({"1x1": (2.0, 1.0)})})
+    table = capsys.readouterr().out
+    assert "bandwidth ceiling" in table and "head-shaped" not in table
