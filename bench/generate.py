@@ -49,7 +49,7 @@ Also printed: the memory-bandwidth ceiling for batch-1 greedy (a 2-thread fp32
 matrix-vector product reading as many bytes as the decoder + LM head, both weight layouts,
 with and without XLA, probed before and after the engines; the fastest counts), the
 head-shaped rate beside it (the same single-row product by a matrix of the model's own
-LM-head shape, under XLA: what the kernel allows for the head each step reads), first-call
+LM-head shape, under XLA, in the probe's process), first-call
 compile time and peak RSS of every engine process.
 
 `--rounds N` runs every engine N times, interleaved (all engines, then all again, ...), and
@@ -162,12 +162,8 @@ def worker_ceiling(name, repeats):
     for jit in (False, True):
         for transposed in (False, True):
             weights = rows_matrix if transposed else matrix
-            product = tf.function(
-                lambda v, w=weights, t=transposed: tf.reduce_sum(tf.matmul(v, w, transpose_b=t)),
-                jit_compile=jit,
-            )
-            _, best = _time_calls(lambda: product(vector).numpy(), repeats * 3)
-            results[("xla" if jit else "graph") + ("-rows" if transposed else "")] = best
+            results[("xla" if jit else "graph") + ("-rows" if transposed else "")] = (
+                _single_row_seconds(tf, vector, weights, transposed, jit, repeats))
     best = min(results.values())
     del matrix, rows_matrix
     head_gb_per_s = _head_shaped_gb_per_s(tf, name, repeats)
@@ -193,14 +189,19 @@ def _head_shaped_gb_per_s(tf, name, repeats):
     for out_in in (True, False):
         shape = [vocab, width] if out_in else [width, vocab]
         head = tf.Variable(tf.random.normal(shape, stddev=0.01))
-        product = tf.function(
-            lambda v, w=head, t=out_in: tf.reduce_sum(tf.matmul(v, w, transpose_b=t)),
-            jit_compile=True,
-        )
-        _, seconds = _time_calls(lambda: product(vector).numpy(), repeats * 3)
-        best = min(best, seconds)
-        del head, product
+        best = min(best, _single_row_seconds(tf, vector, head, out_in, True, repeats))
+        del head
     return vocab * width * 4 / best / 1e9
+
+
+def _single_row_seconds(tf, vector, weights, transposed, jit_compile, repeats):
+    """Best seconds of `vector [1, in] @ weights` (`weights^T` when `transposed`)."""
+    product = tf.function(
+        lambda v: tf.reduce_sum(tf.matmul(v, weights, transpose_b=transposed)),
+        jit_compile=jit_compile,
+    )
+    _, best = _time_calls(lambda: product(vector).numpy(), repeats * 3)
+    return best
 
 
 def worker_tfmodels(name, settings, repeats, jit_compile=True, restricted_vocab=None,
@@ -580,6 +581,8 @@ def _best_probe(probes):
     head_rates = [probe["head_gb_per_s"] for probe in good if probe.get("head_gb_per_s")]
     if head_rates:
         best["head_gb_per_s"] = max(head_rates)
+        # The same bytes per token as the ceiling, read at the head-shaped rate.
+        best["head_tokens_per_s"] = best["head_gb_per_s"] * 1e9 / (best["parameters"] * 4)
     return best
 
 
@@ -609,11 +612,10 @@ def _print_table(label, settings, ceiling, rows):
               f"{ceiling['parameters'] * 4 / 1e6:.0f} MB (decoder + LM head) -> "
               f"{ceiling['ceiling_tokens_per_s']:.1f} tokens/s for batch-1 greedy (probes: "
               + ", ".join(f"{v} GB/s" for v in ceiling.get("probes_gb_per_s", [])) + ")")
-        if ceiling.get("head_gb_per_s"):
-            # Same bytes at the speed XLA's kernel streams a matrix of the head's shape.
-            head_shaped = ceiling["head_gb_per_s"] * 1e9 / (ceiling["parameters"] * 4)
+        if "head_tokens_per_s" in ceiling:
             print(f"  head-shaped rate: {ceiling['head_gb_per_s']:.1f} GB/s for a single row by a "
-                  f"matrix of the LM head's shape -> {head_shaped:.1f} tokens/s over the same bytes")
+                  f"matrix of the LM head's shape -> {ceiling['head_tokens_per_s']:.1f} tokens/s "
+                  "over the same bytes")
     ours = speeds.get("tfmodels")
     if not ours:
         return
@@ -632,9 +634,9 @@ def _print_table(label, settings, ceiling, rows):
     if "error" not in ceiling and "1x1" in ours:
         print(f"  batch-1 greedy at {100 * ours['1x1'] / ceiling['ceiling_tokens_per_s']:.0f}% "
               "of the bandwidth ceiling")
-        if ceiling.get("head_gb_per_s"):
-            head_shaped = ceiling["head_gb_per_s"] * 1e9 / (ceiling["parameters"] * 4)
-            print(f"  batch-1 greedy at {100 * ours['1x1'] / head_shaped:.0f}% of the head-shaped rate")
+        if "head_tokens_per_s" in ceiling:
+            print(f"  batch-1 greedy at {100 * ours['1x1'] / ceiling['head_tokens_per_s']:.0f}% "
+                  "of the head-shaped rate")
         int8 = speeds.get("tfmodels-int8", {}).get("1x1")
         if int8:
             # Same bandwidth, a quarter of the weight bytes (scales are negligible).
