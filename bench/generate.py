@@ -180,7 +180,9 @@ def _head_shaped_gb_per_s(tf, name, repeats):
     as a matrix 1024 floats wide, while every decoding step reads the head in its own
     shape. If this rate is near the ceiling, the head's shape is not what holds batch-1
     greedy back (session 15: 56.0 GB/s for mT5's [250112, 512] head against a 53.0 GB/s
-    ceiling, while the same product inside a process holding the model read 31-38).
+    ceiling, while the same product inside a process holding the model read 31-38). Both
+    probes are bimodal from one allocation to the next: three ceiling workers in a row
+    read the head at 55.1, 54.2 and 34.2 GB/s (ceiling 34.9-35.4 each time).
     """
     config = MODELS[name]["config"]
     vocab, width = config["vocab_size"], config["d_model"]
