@@ -21,7 +21,8 @@ Engines:
   tfmodels-int8   this package, XLA, with weight-only int8 decoding
                   (`model.quantize_weights("int8")`: decoder projections and LM head)
   tfmodels-int8dyn  this package, XLA, with int8 weights and activations
-                  (`model.quantize_weights("int8_dynamic")`, as CTranslate2's int8)
+                  (`model.quantize_weights("int8_dynamic")`, as CTranslate2's int8:
+                  the encoder's projections too)
   tfmodels-int8-graph  the same as tfmodels-int8 without XLA (an int8 export's default
                   signatures)
   tfmodels-bf16-graph  this package without XLA, weights and compute in bfloat16

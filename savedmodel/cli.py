@@ -61,8 +61,8 @@ def add_export_arguments(parser):
     parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
                         help="int8 decoding: the decoder's projections and LM head stored "
                         "and read as int8 (faster decoding on CPU, smaller export); "
-                        "'int8_dynamic' quantises their inputs too (faster for batches and "
-                        "beams under XLA)")
+                        "'int8_dynamic' quantises their inputs too, and converts the encoder's "
+                        "projections as well (faster for batches and beams under XLA)")
     parser.add_argument("--dtype", choices=WEIGHT_DTYPES, default=None, help=DTYPE_HELP)
     output = parser.add_argument_group("output")
     output.add_argument("--no-warmup", action="store_true",

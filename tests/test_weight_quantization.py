@@ -253,6 +253,42 @@ def test_dynamic_int8_model_stays_near_the_float_and_weight_only_models(family):
                                         for layer in model.quantized_dense_layers())
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_dynamic_int8_converts_the_encoder_and_weight_only_int8_leaves_it_float(family):
+    model = small_model(family, seed=0)
+    input_ids, attention_mask, _ = _batch(family)
+    encoder_dense = [layer for layer in model.encoder._flatten_layers(include_self=False)
+                     if isinstance(layer, Dense)]
+    assert encoder_dense
+
+    def encoded(jit_compile):
+        run = tf.function(lambda ids, mask: model.encode(ids, mask)["last_hidden_state"],
+                          jit_compile=jit_compile)
+        return run(input_ids, attention_mask).numpy()
+
+    float_states = encoded(False)
+    model.quantize_weights("int8_dynamic")
+    assert all(layer.weight_quantization == "int8_dynamic" for layer in encoder_dense)
+    assert set(model.quantized_dense_layers()) >= set(encoder_dense)
+    dynamic_states = encoded(False)
+    # The encoder's own products now carry the int8 rounding (small, but not nothing), and
+    # XLA's int8 dot gives what the plain graph's float product of the same integers gives.
+    difference = np.abs(dynamic_states - float_states).max()
+    assert 1e-5 < difference < 0.1 * np.abs(float_states).max(), difference
+    np.testing.assert_allclose(encoded(True), dynamic_states, rtol=1e-5, atol=1e-5)
+
+    # Switching to weight-only int8 puts the encoder back on its float kernels.
+    model.quantize_weights("int8")
+    assert model.weight_quantization == "int8"
+    assert all(layer.weight_quantization is None for layer in encoder_dense)
+    assert not set(model.quantized_dense_layers()) & set(encoder_dense)
+    np.testing.assert_array_equal(encoded(False), float_states)
+    model.quantize_weights("int8_dynamic")
+    model.remove_weight_quantization()
+    assert all(layer.int8_kernel is None for layer in encoder_dense)
+    np.testing.assert_array_equal(encoded(False), float_states)
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_quantised_generation_xla_graph_teacher_forcing_and_restriction_agree(family, mode):
