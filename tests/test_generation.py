@@ -554,8 +554,9 @@ def test_vocab_major_lm_head_is_taken_where_the_product_comes_out_that_way(monke
     """Under XLA, several rows through an `[vocab, d_model]` float head (mT5's default
     "out_in" head, m2m100's tied embeddings) are a panel product whose output is
     `[vocab, rows]`: `lm_head_is_vocab_major` says so and `lm_head_logits_vocab_major`
-    gives the model's own logits in that layout. One row, the plain graph, mT5's "in_out"
-    head and int8 heads keep `[rows, vocab]`."""
+    gives the model's own logits in that layout. So do `"int8_dynamic"` heads (tied or
+    not) at 2-64 rows, whose int8 product is faster as `[vocab, rows]`. One row, the plain
+    graph, mT5's "in_out" head and weight-only int8 heads keep `[rows, vocab]`."""
     from tfmodels import MT5ForConditionalGeneration
     from tfmodels.generation.graph import lm_head_is_vocab_major, lm_head_logits_vocab_major
 
@@ -580,6 +581,15 @@ def test_vocab_major_lm_head_is_taken_where_the_product_comes_out_that_way(monke
         expected = model.compute_logits(hidden[:, tf.newaxis, :])[:, 0, :].numpy()
         np.testing.assert_allclose(logits_vr.numpy().T, expected, rtol=1e-5, atol=1e-5)
     assert not decide(mt5_in_out, 5) and not decide(mt5_int8, 5)
+    for family, model in models.items():
+        model.quantize_weights("int8_dynamic")
+        assert decide(model, 5) and decide(model, 64) and not decide(model, 1), family
+        assert not decide(model, 65) and not lm_head_is_vocab_major(model, 5), family
+        logits_vr = tf.function(lambda h, m=model: lm_head_logits_vocab_major(m, h),
+                                jit_compile=True)(hidden)
+        expected = tf.function(lambda h, m=model: m.compute_logits(h[:, tf.newaxis, :]),
+                               jit_compile=True)(hidden)[:, 0, :].numpy()
+        np.testing.assert_array_equal(logits_vr.numpy().T, expected)
 
 
 def test_vocab_major_searches_generate_the_golden_ids(golden, monkeypatch):

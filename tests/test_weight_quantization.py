@@ -126,7 +126,7 @@ def test_int8_matrix_with_quantized_inputs_computes_the_integer_product(
     layer.assign(matrix)
     assert Int8Matrix.from_config(layer.get_config()).quantize_inputs
     function = tf.function(layer, jit_compile=path == "xla")
-    for shape in [(3, 5), (1, 1)]:
+    for shape in [(3, 5), (2, 40), (1, 1)]:  # output-major rows, row-major rows, one row
         inputs = rng.standard_normal(shape + (in_dim,)).astype(np.float32)
         expected = _integer_product(inputs, matrix)
         np.testing.assert_allclose(function(inputs).numpy(), expected, rtol=1e-6, atol=1e-5)
@@ -134,6 +134,11 @@ def test_int8_matrix_with_quantized_inputs_computes_the_integer_product(
         prepared = layer.prepare_inputs(inputs).numpy()
         np.testing.assert_allclose(prepared @ layer.dequantized().numpy().T, expected,
                                    rtol=1e-5, atol=1e-4)
+    # The `[out, rows]` product (for searches over a vocabulary) is the same, transposed.
+    output_major = tf.function(layer.output_major_product, jit_compile=path == "xla")
+    rows_inputs = rng.standard_normal((6, in_dim)).astype(np.float32)
+    np.testing.assert_array_equal(output_major(rows_inputs).numpy(),
+                                  function(rows_inputs).numpy().T)
     # Unlike weight-only int8, the inputs' rounding shows: quantising them changes outputs.
     weight_only = Int8Matrix(out_dim, in_dim, panel_rows=panel_rows)
     weight_only.assign(matrix)
@@ -142,12 +147,19 @@ def test_int8_matrix_with_quantized_inputs_computes_the_integer_product(
 
 def test_int8_matrix_with_quantized_inputs_is_an_int8_dot_under_xla():
     """Several rows: XLA's int8 x int8 -> int32 dot on the stored values (no float copy of
-    the matrix); one row: the panel loop (XLA's int8 matrix-vector kernel is far slower)."""
+    the matrix), `[out, rows]` up to 64 rows (the faster form there), `[rows, out]`
+    beyond; one row: the panel loop (XLA's int8 matrix-vector kernel is far slower)."""
     layer = Int8Matrix(512, 64, quantize_inputs=True)
     layer.assign(np.random.default_rng(5).standard_normal((512, 64)).astype(np.float32))
+
+    def has_dot(hlo, shape):
+        return any(f"= s32[{shape}]" in line and " dot(" in line for line in hlo.splitlines())
+
     rows_hlo = optimized_hlo(layer, tf.zeros([8, 64]))
-    assert any("= s32[8,512]" in line and " dot(" in line for line in rows_hlo.splitlines())
+    assert has_dot(rows_hlo, "512,8") and not has_dot(rows_hlo, "8,512")
     assert "f32[512,64]" not in rows_hlo and "while(" not in rows_hlo
+    many_rows_hlo = optimized_hlo(layer, tf.zeros([256, 64]))
+    assert has_dot(many_rows_hlo, "256,512") and "while(" not in many_rows_hlo
     single_row_hlo = optimized_hlo(layer, tf.zeros([1, 64]))
     assert "while(" in single_row_hlo and "= s32[1,512]" not in single_row_hlo
 

@@ -104,20 +104,39 @@ def _float_head_matrix(model):
     return model.token_embedding.embeddings
 
 
+def _int8_dynamic_head_matrix(model):
+    """The `Int8Matrix` that is the whole LM head when it quantises its inputs (an
+    `"int8_dynamic"` model's head without bias, tied or not), else None."""
+    if model.lm_head is not None:
+        head = model.lm_head
+        if head.use_bias or head.weight_quantization != "int8_dynamic":
+            return None
+        return head.int8_kernel
+    matrix = model.int8_tied_head
+    return matrix if matrix is not None and matrix.quantize_inputs else None
+
+
 def lm_head_is_vocab_major(model, num_rows):
     """True when, in the current context, the LM head's product for `num_rows` (static)
-    rows comes out `[vocab, rows]` (`products.output_major_is_native`): the searches
-    then take the logits that way (`lm_head_logits_vocab_major`) instead of transposing
-    them: for mT5's head at 8 x 4 beams the transposed reads cost two passes of about
-    20 ms per step."""
+    rows comes out `[vocab, rows]` (`products.output_major_is_native`, or an int8 head's
+    product of int8 inputs, `Int8Matrix.output_major_product`): the searches then take
+    the logits that way (`lm_head_logits_vocab_major`) instead of transposing them: for
+    mT5's head at 8 x 4 beams the transposed reads cost two passes of about 20 ms per
+    step."""
     matrix = _float_head_matrix(model)
-    return matrix is not None and output_major_is_native(num_rows, matrix)
+    if matrix is not None:
+        return output_major_is_native(num_rows, matrix)
+    int8_matrix = _int8_dynamic_head_matrix(model)
+    return int8_matrix is not None and int8_matrix.output_major_is_native(num_rows)
 
 
 def lm_head_logits_vocab_major(model, hidden):
     """`[rows, d_model]` decoder outputs -> `[vocab, rows]` float32 logits, for a model
     and row count where `lm_head_is_vocab_major`."""
     hidden = model.tied_head_inputs(hidden)
+    int8_matrix = _int8_dynamic_head_matrix(model)
+    if int8_matrix is not None:
+        return int8_matrix.output_major_product(hidden)
     logits_vr = output_major_product(hidden, tf.cast(_float_head_matrix(model), hidden.dtype))
     return tf.cast(logits_vr, tf.float32)
 
