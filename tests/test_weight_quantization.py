@@ -397,26 +397,31 @@ def test_keras_file_keeps_the_quantisation(tmp_path, mode):
         expected)
 
 
-def test_savedmodel_export_reads_and_stores_int8_weights(tmp_path):
-    """`tfmodels export --quantize int8`: the served translations are the quantised
-    model's, the float kernels it replaced are left out, and the ops are stock."""
+@pytest.mark.parametrize("mode", MODES)
+def test_savedmodel_export_reads_and_stores_int8_weights(tmp_path, mode):
+    """`tfmodels export --quantize int8|int8_dynamic`: the served translations are the
+    quantised model's, the float kernels it replaced (with int8_dynamic the encoder's
+    too) are left out, and the ops are stock."""
     from savedmodel.checkpoint import load_checkpoint
 
     checkpoint, float_dir, int8_dir = export_float_and_variant(
-        tmp_path, "int8", ["--quantize", "int8"])
-    assert export_info(int8_dir)["settings"]["weight_quantization"] == "int8"
+        tmp_path, mode, ["--quantize", mode])
+    assert export_info(int8_dir)["settings"]["weight_quantization"] == mode
 
     model, tokenizer = load_checkpoint(checkpoint)
     float_counts = variable_elements_by_dtype(float_dir)
     int8_counts = variable_elements_by_dtype(int8_dir)
-    replaced = sum(int(np.prod(layer.kernel.shape)) for layer in model.quantized_dense_layers())
-    scales = sum(int(layer.units) for layer in model.quantized_dense_layers())
+    converted = model.quantized_dense_layers(mode)
+    assert any(layer in converted for layer in model.encoder._flatten_layers()) == (
+        mode == "int8_dynamic")
+    replaced = sum(int(np.prod(layer.kernel.shape)) for layer in converted)
+    scales = sum(int(layer.units) for layer in converted)
     scales += model.config.vocab_size  # the tied head's per-token scales
     assert "int8" not in float_counts
     assert int8_counts["float32"] == float_counts["float32"] - replaced + scales
     assert int8_counts["int8"] >= replaced + model.config.vocab_size * model.config.d_model
 
-    model.quantize_weights("int8")
+    model.quantize_weights(mode)
     assert_serves_the_models_translations(int8_dir, model, tokenizer)
 
 
