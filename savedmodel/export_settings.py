@@ -66,7 +66,8 @@ class ExportSettings:
             (`model.quantize_weights`): the decoder's projections and the LM head are
             stored and read as int8, and their float copies are left out of the
             SavedModel; `"int8_dynamic"` also quantises those projections' inputs at run
-            time, and converts the encoder's projections the same way. None (default) keeps the model's own weights.
+            time, and converts the encoder's projections the same way. None (default)
+            keeps the model's own weights.
         dtype: `"bfloat16"` loads and stores the weights (and runs the model) in
             bfloat16: half the bytes, and the default (non-XLA) signatures multiply
             bfloat16 natively on CPUs with AVX512-BF16. `"float32"` or None (default):

@@ -442,10 +442,15 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         check_weight_quantization_mode(mode)
         if not self.has_lm_head:
             raise ValueError(f"{type(self).__name__} has no decoder head to quantise")
+        converted = self.quantized_dense_layers(mode)
         if self.weight_quantization:
-            # The modes convert different layers (the encoder only with "int8_dynamic").
-            self.remove_weight_quantization()
-        for layer in self.quantized_dense_layers(mode):
+            # The modes convert different layers (the encoder only with "int8_dynamic"):
+            # layers outside the new set go back to float; the others keep their int8
+            # variables, re-assigned below.
+            for layer in self.quantized_dense_layers():
+                if layer not in converted:
+                    layer.remove_weight_quantization()
+        for layer in converted:
             layer.quantize_weights(mode)
         if self.lm_head is None:
             embeddings = self.token_embedding.embeddings
@@ -473,7 +478,9 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
     def weight_quantization(self):
         """The mode of the last `quantize_weights` call (`"int8"`, `"int8_dynamic"`), or
         None for float weights."""
-        layers = self._dense_layers_of(self.decoder) or ([self.lm_head] if self.lm_head else [])
+        layers = self._dense_layers_of(self.decoder)
+        if not layers and self.lm_head is not None:
+            layers = [self.lm_head]
         return layers[0].weight_quantization if layers else None
 
     def _forget_compiled_functions(self):
