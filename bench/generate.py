@@ -48,7 +48,8 @@ Engines:
 
 Also printed: the memory-bandwidth ceiling for batch-1 greedy (a 2-thread fp32
 matrix-vector product reading as many bytes as the decoder + LM head, both weight layouts,
-with and without XLA, probed before and after the engines; the fastest counts), the
+with and without XLA, and under XLA as independent products over row slices too, probed
+before and after the engines; the fastest counts), the
 head-shaped rate beside it (the same single-row product by a matrix of the model's own
 LM-head shape, under XLA, in the probe's process), first-call
 compile time and peak RSS of every engine process.
@@ -102,6 +103,8 @@ QUICK_SETTINGS = [(1, 1), (8, 1), (8, 4)]
 SOURCE_TOKENS = 32
 NEW_TOKENS = 32
 THREADS = 2
+# As many as `tfmodels.layers.products.SINGLE_ROW_SLICES` (the ceiling probe's sliced form).
+SINGLE_ROW_SLICES = 4
 RESTRICTED_VOCAB = 32000
 ENGINES = ["tfmodels", "tfmodels-warm", "tfmodels-graph", "tfmodels-inout", "tfmodels-int8", "tfmodels-int8dyn", "tfmodels-int8-graph", "tfmodels-bf16", "tfmodels-bf16-graph", "tfmodels-vocab", "torch", "hf-tf-xla", "ct2-fp32", "ct2-int8"]
 
@@ -165,6 +168,11 @@ def worker_ceiling(name, repeats):
             weights = rows_matrix if transposed else matrix
             results[("xla" if jit else "graph") + ("-rows" if transposed else "")] = (
                 _single_row_seconds(tf, vector, weights, transposed, jit, repeats))
+    # And as independent products over row slices of the `[out, in]` matrix, the form
+    # this package gives an LM head's single-row product (`products.SINGLE_ROW_SLICES`):
+    # XLA runs them side by side, where a lone product streams at about one core's share.
+    results["xla-rows-sliced"] = _single_row_seconds(
+        tf, vector, rows_matrix, True, True, repeats, slices=SINGLE_ROW_SLICES)
     best = min(results.values())
     del matrix, rows_matrix
     head_gb_per_s = _head_shaped_gb_per_s(tf, name, repeats)
@@ -193,16 +201,26 @@ def _head_shaped_gb_per_s(tf, name, repeats):
         shape = [vocab, width] if out_in else [width, vocab]
         head = tf.Variable(tf.random.normal(shape, stddev=0.01))
         best = min(best, _single_row_seconds(tf, vector, head, out_in, True, repeats))
+        if out_in:
+            best = min(best, _single_row_seconds(tf, vector, head, True, True, repeats,
+                                                 slices=SINGLE_ROW_SLICES))
         del head
     return vocab * width * 4 / best / 1e9
 
 
-def _single_row_seconds(tf, vector, weights, transposed, jit_compile, repeats):
-    """Best seconds of `vector [1, in] @ weights` (`weights^T` when `transposed`)."""
-    product = tf.function(
-        lambda v: tf.reduce_sum(tf.matmul(v, weights, transpose_b=transposed)),
-        jit_compile=jit_compile,
-    )
+def _single_row_seconds(tf, vector, weights, transposed, jit_compile, repeats, slices=1):
+    """Best seconds of `vector [1, in] @ weights` (`weights^T` when `transposed`); with
+    `slices` > 1 (transposed only), as that many independent products over consecutive row
+    slices of `weights`."""
+    def product_sum(v):
+        if slices == 1:
+            return tf.reduce_sum(tf.matmul(v, weights, transpose_b=transposed))
+        out_dim = weights.shape[0]
+        bounds = [out_dim * index // slices for index in range(slices + 1)]
+        return tf.reduce_sum(tf.concat([tf.matmul(v, weights[start:stop], transpose_b=True)
+                                        for start, stop in zip(bounds[:-1], bounds[1:])], 1))
+
+    product = tf.function(product_sum, jit_compile=jit_compile)
     _, best = _time_calls(lambda: product(vector).numpy(), repeats * 3)
     return best
 

@@ -630,6 +630,38 @@ def test_vocab_major_searches_generate_the_golden_ids(golden, monkeypatch):
                 np.testing.assert_allclose(with_xla[1], without[1], **XLA_GRAPH_SCORE_TOLERANCE)
 
 
+def test_single_row_searches_take_the_head_in_row_slices_under_xla(golden, monkeypatch):
+    """Batch-1 greedy under XLA multiplies its one row by the LM head as independent
+    products over row slices (`products.SINGLE_ROW_SLICES`; the threshold is lowered to the
+    fixtures' head size, so that only the head qualifies), for mT5's untied head and
+    m2m100's tied one alike, and gives the plain graph's ids."""
+    from tfmodels.layers import products
+
+    sliced_shapes = []
+    sliced_product = products._sliced_single_row_product
+
+    def recorded(inputs_1i, matrix_oi):
+        sliced_shapes.append(tuple(matrix_oi.shape))
+        return sliced_product(inputs_1i, matrix_oi)
+
+    monkeypatch.setattr(products, "_sliced_single_row_product", recorded)
+    for family in sorted(support.FAMILIES):
+        model = support.load_fixture_model(family)
+        head_shape = (model.config.vocab_size, model.config.d_model)
+        monkeypatch.setattr(products, "SINGLE_ROW_SLICE_MIN_ELEMENTS",
+                            head_shape[0] * head_shape[1])
+        input_ids, attention_mask = _inputs(golden, family)
+        sliced_shapes.clear()
+        for row in range(3):
+            length = int(attention_mask[row].sum())
+            ids, mask = input_ids[row:row + 1, :length], attention_mask[row:row + 1, :length]
+            for options in (dict(max_new_tokens=12), dict(max_new_tokens=12, min_new_tokens=4)):
+                with_xla = support.our_generate(model, ids, mask, jit_compile=True, **options)
+                without = support.our_generate(model, ids, mask, jit_compile=False, **options)
+                np.testing.assert_array_equal(with_xla[0], without[0], f"{family} row {row}")
+        assert sliced_shapes and set(sliced_shapes) == {head_shape}, (family, sliced_shapes)
+
+
 def _top_level_f32_shapes(hlo_text):
     """Shapes of the f32 arrays the non-fused computations of an HLO module produce (what
     the program materialises, as opposed to values computed inside a fused loop)."""

@@ -409,6 +409,29 @@ def test_few_row_products_run_in_panels_under_xla(rows, panelled):
                                rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("out_dim,sliced", [(4099, True), (4096, True), (2048, False)])
+def test_single_row_products_by_huge_matrices_run_as_row_slices_under_xla(
+        out_dim, sliced, monkeypatch):
+    """Under XLA, one row times a matrix of at least `SINGLE_ROW_SLICE_MIN_ELEMENTS`
+    entries (an LM head) runs as `SINGLE_ROW_SLICES` independent products over row slices
+    of the matrix (uneven row counts included), concatenated; smaller matrices keep the one
+    product; the values are the plain graph's."""
+    from tfmodels.layers import products
+
+    # The real threshold is 2**24 entries (an LM head); a smaller one keeps the test fast.
+    monkeypatch.setattr(products, "SINGLE_ROW_SLICE_MIN_ELEMENTS", 4096 * 64)
+    matrix_oi = tf.random.stateless_normal((out_dim, 64), seed=(1, 2))
+    row = tf.random.stateless_normal((1, 64), seed=(3, 4))
+    hlo = optimized_hlo(lambda x: products.rows_times_transposed(x, matrix_oi), row)
+    assert hlo.count(" dot(") == (products.SINGLE_ROW_SLICES if sliced else 1)
+    compiled = tf.function(products.rows_times_transposed, jit_compile=True)(row, matrix_oi)
+    plain = tf.function(products.rows_times_transposed)(row, matrix_oi)
+    assert compiled.shape == plain.shape == (1, out_dim)
+    np.testing.assert_allclose(compiled.numpy(), plain.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(plain.numpy(), row.numpy() @ matrix_oi.numpy().T,
+                               rtol=1e-4, atol=1e-4)
+
+
 def test_panel_rows_need_a_divisor_that_makes_cache_sized_panels():
     from tfmodels.layers.products import PANEL_MAX_ELEMENTS, panel_rows_for
 

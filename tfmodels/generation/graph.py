@@ -79,13 +79,14 @@ def lm_head_logits(model, hidden):
     `(E @ h^T)^T` it streams that matrix row by row; the textbook `h @ E^T` makes the
     plain-graph CPU kernel walk it against its layout (5x slower at 8 rows). Several rows
     go through `rows_times_transposed`, which takes that form without XLA and, under XLA,
-    its panel product (m2m100_418M's head at 8 rows: 25-39 instead of 46 ms).
+    its panel product (m2m100_418M's head at 8 rows: 25-39 instead of 46 ms), and a
+    single row under XLA its row-sliced product.
     """
     if model.lm_head is not None or model.int8_tied_head is not None:
         return model.compute_logits(hidden)
     hidden = model.tied_head_inputs(hidden)
     embeddings = tf.cast(model.token_embedding.embeddings, hidden.dtype)
-    if not is_single_row(hidden):
+    if not is_single_row(hidden) or in_xla_context():
         return tf.cast(rows_times_transposed(hidden, embeddings), tf.float32)
     logits_vr = tf.matmul(embeddings, hidden, transpose_b=True)  # [vocab, rows]
     return tf.cast(tf.transpose(logits_vr), tf.float32)

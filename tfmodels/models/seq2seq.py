@@ -101,11 +101,12 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
     default, as the reference stores it) or `"in_out"` (`[d_model, vocab]`). It changes
     speed, not results: under XLA on CPU several rows (beams, batches) take the panel
     product of `tfmodels.layers.products`, which needs `"out_in"`, while a single row
-    (batch-1 greedy) reads the head about 8% faster `"in_out"`. mt5-small, 2 threads,
-    tokens/s `"in_out"` -> `"out_in"` (`bench/generate.py`, one run): batch-1 greedy
-    45.5 -> 44.7, batch-1 beam 4 19.0 -> 29.5, batch-8 greedy 155.9 -> 193.0, batch-8
-    beam 4 69.9 -> 70.1. A tied head (M2M100) always multiplies by the `[vocab, d_model]`
-    embeddings and ignores it.
+    (batch-1 greedy) reads the head faster `"in_out"`, even against the row slices
+    `"out_in"` takes there (batch-1 greedy 5-17 % faster, four processes each).
+    mt5-small, 2 threads, tokens/s `"in_out"` -> `"out_in"` (`bench/generate.py`, one run,
+    before the row slices): batch-1 greedy 45.5 -> 44.7, batch-1 beam 4 19.0 -> 29.5,
+    batch-8 greedy 155.9 -> 193.0, batch-8 beam 4 69.9 -> 70.1. A tied head (M2M100)
+    always multiplies by the `[vocab, d_model]` embeddings and ignores it.
     """
 
     config_class = None
