@@ -103,8 +103,6 @@ QUICK_SETTINGS = [(1, 1), (8, 1), (8, 4)]
 SOURCE_TOKENS = 32
 NEW_TOKENS = 32
 THREADS = 2
-# As many as `tfmodels.layers.products.SINGLE_ROW_SLICES` (the ceiling probe's sliced form).
-SINGLE_ROW_SLICES = 4
 RESTRICTED_VOCAB = 32000
 ENGINES = ["tfmodels", "tfmodels-warm", "tfmodels-graph", "tfmodels-inout", "tfmodels-int8", "tfmodels-int8dyn", "tfmodels-int8-graph", "tfmodels-bf16", "tfmodels-bf16-graph", "tfmodels-vocab", "torch", "hf-tf-xla", "ct2-fp32", "ct2-int8"]
 
@@ -172,7 +170,7 @@ def worker_ceiling(name, repeats):
     # this package gives an LM head's single-row product (`products.SINGLE_ROW_SLICES`):
     # XLA runs them side by side, where a lone product streams at about one core's share.
     results["xla-rows-sliced"] = _single_row_seconds(
-        tf, vector, rows_matrix, True, True, repeats, slices=SINGLE_ROW_SLICES)
+        tf, vector, rows_matrix, True, True, repeats, sliced=True)
     best = min(results.values())
     del matrix, rows_matrix
     head_gb_per_s = _head_shaped_gb_per_s(tf, name, repeats)
@@ -203,22 +201,21 @@ def _head_shaped_gb_per_s(tf, name, repeats):
         best = min(best, _single_row_seconds(tf, vector, head, out_in, True, repeats))
         if out_in:
             best = min(best, _single_row_seconds(tf, vector, head, True, True, repeats,
-                                                 slices=SINGLE_ROW_SLICES))
+                                                 sliced=True))
         del head
     return vocab * width * 4 / best / 1e9
 
 
-def _single_row_seconds(tf, vector, weights, transposed, jit_compile, repeats, slices=1):
-    """Best seconds of `vector [1, in] @ weights` (`weights^T` when `transposed`); with
-    `slices` > 1 (transposed only), as that many independent products over consecutive row
-    slices of `weights`."""
+def _single_row_seconds(tf, vector, weights, transposed, jit_compile, repeats, sliced=False):
+    """Best seconds of `vector [1, in] @ weights` (`weights^T` when `transposed`); `sliced`
+    (transposed only) takes it as this package does for an LM head under XLA
+    (`products.sliced_single_row_product`)."""
+    from tfmodels.layers.products import sliced_single_row_product
+
     def product_sum(v):
-        if slices == 1:
-            return tf.reduce_sum(tf.matmul(v, weights, transpose_b=transposed))
-        out_dim = weights.shape[0]
-        bounds = [out_dim * index // slices for index in range(slices + 1)]
-        return tf.reduce_sum(tf.concat([tf.matmul(v, weights[start:stop], transpose_b=True)
-                                        for start, stop in zip(bounds[:-1], bounds[1:])], 1))
+        if sliced:
+            return tf.reduce_sum(sliced_single_row_product(v, weights))
+        return tf.reduce_sum(tf.matmul(v, weights, transpose_b=transposed))
 
     product = tf.function(product_sum, jit_compile=jit_compile)
     _, best = _time_calls(lambda: product(vector).numpy(), repeats * 3)

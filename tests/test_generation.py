@@ -638,13 +638,13 @@ def test_single_row_searches_take_the_head_in_row_slices_under_xla(golden, monke
     from tfmodels.layers import products
 
     sliced_shapes = []
-    sliced_product = products._sliced_single_row_product
+    sliced_product = products.sliced_single_row_product
 
     def recorded(inputs_1i, matrix_oi):
         sliced_shapes.append(tuple(matrix_oi.shape))
         return sliced_product(inputs_1i, matrix_oi)
 
-    monkeypatch.setattr(products, "_sliced_single_row_product", recorded)
+    monkeypatch.setattr(products, "sliced_single_row_product", recorded)
     for family in sorted(support.FAMILIES):
         model = support.load_fixture_model(family)
         head_shape = (model.config.vocab_size, model.config.d_model)

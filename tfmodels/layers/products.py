@@ -26,9 +26,8 @@ of the memory bandwidth (profiled in mt5-small's decoding loop: one 16-19 ms tas
 for the `[250112, 512]` head); independent products (XLA fuses each slice into its product,
 so nothing is copied) run side by side on the intra-op threads. Each output is still its
 row's dot product with the input (summed in the fused kernel's order). Same ids; mt5-small
-batch-1 greedy decoding on 2 threads, same process and
-weights, median of 10 calls, three runs: 41.7 -> 46.0, 42.3 -> 46.0 and 36.4 -> 40.5
-tokens/s. m2m100_418M's head (`[128112, 1024]`), which the lone product already streams
+batch-1 greedy decoding on 2 threads, same process and weights, median of 10 calls, three
+runs: 41.7 -> 46.0, 42.3 -> 46.0 and 36.4 -> 40.5 tokens/s. m2m100_418M's head (`[128112, 1024]`), which the lone product already streams
 faster, neither gains nor loses (23.8 / 23.5 / 24.6 tokens/s either way).
 """
 
@@ -78,7 +77,7 @@ def rows_times_transposed(inputs_ri, matrix_oi):
     if mirrored:
         return tf.transpose(output_major_product(inputs_ri, matrix_oi))
     if in_xla_context() and _takes_row_slices(inputs_ri, matrix_oi):
-        return _sliced_single_row_product(inputs_ri, matrix_oi)
+        return sliced_single_row_product(inputs_ri, matrix_oi)
     return tf.matmul(inputs_ri, matrix_oi, transpose_b=True)
 
 
@@ -90,9 +89,15 @@ def _takes_row_slices(inputs_ri, matrix_oi):
             and out_dim * in_dim >= SINGLE_ROW_SLICE_MIN_ELEMENTS)
 
 
-def _sliced_single_row_product(inputs_1i, matrix_oi):
+def sliced_single_row_product(inputs_1i, matrix_oi):
     """`inputs [1, in] @ matrix [out, in]^T` -> `[1, out]`, as `SINGLE_ROW_SLICES`
-    independent products over consecutive row slices of the matrix, concatenated."""
+    independent products over consecutive row slices of the matrix, concatenated (what
+    `rows_times_transposed` takes under XLA for a single row by an LM head).
+
+    Example:
+    >>> sliced_single_row_product(tf.ones([1, 3]), tf.ones([6, 3])).numpy()
+    array([[3., 3., 3., 3., 3., 3.]], dtype=float32)
+    """
     out_dim = matrix_oi.shape[0]
     bounds = [out_dim * index // SINGLE_ROW_SLICES for index in range(SINGLE_ROW_SLICES + 1)]
     outputs = [
