@@ -167,8 +167,9 @@ def worker_ceiling(name, repeats):
             results[("xla" if jit else "graph") + ("-rows" if transposed else "")] = (
                 _single_row_seconds(tf, vector, weights, transposed, jit, repeats))
     # And as independent products over row slices of the `[out, in]` matrix, the form
-    # this package gives an LM head's single-row product (`products.SINGLE_ROW_SLICES`):
-    # XLA runs them side by side, where a lone product streams at about one core's share.
+    # this package gives an LM head's single-row product (`products.SINGLE_ROW_SLICES`:
+    # enough slices for XLA to run them on two threads, and a sliced product streams
+    # faster than a lone one).
     results["xla-rows-sliced"] = _single_row_seconds(
         tf, vector, rows_matrix, True, True, repeats, sliced=True)
     best = min(results.values())

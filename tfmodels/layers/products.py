@@ -19,16 +19,25 @@ decoding step at batch 8 100 instead of 126-141 ms. A single row keeps the plain
 A panel product's own output is `[out, rows]`; `output_major_product` returns it as it is,
 for consumers that can work in that layout (the decoding searches over the vocabulary).
 
-Under XLA, a single row by a very large matrix (an LM head) is taken as a few independent
-products over consecutive row slices of the matrix, concatenated. XLA's CPU runtime runs a
-lone matrix-vector product as one task that streams the matrix at about one core's share
-of the memory bandwidth (profiled in mt5-small's decoding loop: one 16-19 ms task per step
-for the `[250112, 512]` head); independent products (XLA fuses each slice into its product,
-so nothing is copied) run side by side on the intra-op threads. Each output is still its
-row's dot product with the input (summed in the fused kernel's order). Same ids; mt5-small
-batch-1 greedy decoding on 2 threads, same process and weights, median of 10 calls, three
-runs: 41.7 -> 46.0, 42.3 -> 46.0 and 36.4 -> 40.5 tokens/s. m2m100_418M's head (`[128112, 1024]`), which the lone product already streams
-faster, neither gains nor loses (23.8 / 23.5 / 24.6 tokens/s either way).
+Under XLA, a single row by a very large matrix (an LM head) is taken as
+`SINGLE_ROW_SLICES` independent products over consecutive row slices of the matrix,
+concatenated (XLA fuses each slice into its product, so nothing is copied). Each output is
+still its row's dot product with the input (summed in the fused kernel's order): same ids.
+Two effects, both profiled (xprof) in the decoding loops on 2 threads:
+- A sliced product streams faster than the lone one, which XLA runs as one 16-19 ms task
+  per step for mt5-small's `[250112, 512]` head; four slices took 3.6-4.0 ms each.
+- XLA's CPU runtime hands ready work to another thread only while more than 8 thunks are
+  ready at once (its ready-queue split threshold; each hand-off takes half the queue, and
+  at most 4 extra threads join one program). Four slices therefore ran one after another
+  on one thread; sixteen run as two halves of eight, one per thread (1.7-1.9 ms each).
+  Where a second thread adds memory bandwidth that halves the head's time; on the 2-vCPU
+  machine the numbers below come from, one thread already takes the ~36 GB/s a process
+  gets, so it gains about 1 %.
+mt5-small batch-1 greedy, same process and weights, median tokens/s: 1 -> 4 slices 41.7 ->
+46.0, 42.3 -> 46.0, 36.4 -> 40.5 (three runs); 4 -> 16 slices 46.0 -> 46.6, 47.0 -> 47.3,
+47.5 -> 47.8, 50.1 -> 50.6 (four runs). m2m100_418M's head (`[128112, 1024]`) neither gains
+nor loses (median tokens/s 24.8 / 24.9 for 1 / 4 slices in one run, 26.3 / 26.5 for 4 /
+16 in another).
 """
 
 import tensorflow as tf
@@ -47,9 +56,10 @@ MIN_PANEL_ROWS = 64
 # float32: the LM heads, not the projections) run as `SINGLE_ROW_SLICES` independent
 # products over row slices (see above). Smaller matrices lose by it: splitting
 # m2m100_418M's 4096x1024 feed-forward matrices too made batch-1 greedy 15-25 % slower.
-# On 2 threads 2 and 4 slices measure the same; 4 leaves room for a few more threads.
+# 16 = two threads' worth: XLA splits a ready queue of more than 8 thunks in halves, so
+# each further thread would need about 8 more slices (not measured: this machine has 2).
 SINGLE_ROW_SLICE_MIN_ELEMENTS = 2**24
-SINGLE_ROW_SLICES = 4
+SINGLE_ROW_SLICES = 16
 
 
 def in_xla_context():
@@ -90,8 +100,8 @@ def _takes_row_slices(inputs_ri, matrix_oi):
 
 
 def sliced_single_row_product(inputs_1i, matrix_oi):
-    """`inputs [1, in] @ matrix [out, in]^T` -> `[1, out]`, as `SINGLE_ROW_SLICES`
-    independent products over consecutive row slices of the matrix, concatenated (what
+    """`inputs [1, in] @ matrix [out, in]^T` -> `[1, out]`, as `SINGLE_ROW_SLICES` (at most
+    `out`) independent products over consecutive row slices of the matrix, concatenated (what
     `rows_times_transposed` takes under XLA for a single row by an LM head).
 
     Example:
@@ -99,7 +109,8 @@ def sliced_single_row_product(inputs_1i, matrix_oi):
     array([[3., 3., 3., 3., 3., 3.]], dtype=float32)
     """
     out_dim = matrix_oi.shape[0]
-    bounds = [out_dim * index // SINGLE_ROW_SLICES for index in range(SINGLE_ROW_SLICES + 1)]
+    slices = max(1, min(SINGLE_ROW_SLICES, out_dim))  # no empty slices for tiny matrices
+    bounds = [out_dim * index // slices for index in range(slices + 1)]
     outputs = [
         tf.matmul(inputs_1i, matrix_oi[start:stop], transpose_b=True)
         for start, stop in zip(bounds[:-1], bounds[1:])
