@@ -30,9 +30,9 @@ Two effects, both profiled (xprof) in the decoding loops on 2 threads:
   ready at once (its ready-queue split threshold; each hand-off takes half the queue, and
   at most 4 extra threads join one program). Four slices therefore ran one after another
   on one thread; sixteen run as two halves of eight, one per thread (1.7-1.9 ms each).
-  Where a second thread adds memory bandwidth that halves the head's time; on the 2-vCPU
-  machine the numbers below come from, one thread already takes the ~36 GB/s a process
-  gets, so it gains about 1 %.
+  On the 2-vCPU machine the numbers below come from, one thread already takes the
+  ~36 GB/s a process gets, so the second thread gains about 1 %; where it adds memory
+  bandwidth the head should stream faster (not measured here).
 mt5-small batch-1 greedy, same process and weights, median tokens/s: 1 -> 4 slices 41.7 ->
 46.0, 42.3 -> 46.0, 36.4 -> 40.5 (three runs); 4 -> 16 slices 46.0 -> 46.6, 47.0 -> 47.3,
 47.5 -> 47.8, 50.1 -> 50.6 (four runs). m2m100_418M's head (`[128112, 1024]`) neither gains
