@@ -94,9 +94,9 @@ def rows_times_transposed(inputs_ri, matrix_oi):
 def _takes_row_slices(inputs_ri, matrix_oi):
     """True for a (static) single row by a matrix of at least
     `SINGLE_ROW_SLICE_MIN_ELEMENTS` entries."""
-    out_dim, in_dim = matrix_oi.shape
-    return (inputs_ri.shape[0] == 1 and out_dim is not None and in_dim is not None
-            and out_dim * in_dim >= SINGLE_ROW_SLICE_MIN_ELEMENTS)
+    elements = matrix_oi.shape.num_elements()  # None unless static
+    return (is_single_row(inputs_ri) and elements is not None
+            and elements >= SINGLE_ROW_SLICE_MIN_ELEMENTS)
 
 
 def sliced_single_row_product(inputs_1i, matrix_oi):
