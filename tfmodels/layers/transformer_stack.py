@@ -10,6 +10,7 @@ from tfmodels.layers.initializers import (
 )
 from tfmodels.layers.relative_position_bias import RelativePositionBias
 from tfmodels.layers.shapes import dimension
+from tfmodels.layers.shared_layer_trace import SharedLayerTrace, shares_layer_traces
 from tfmodels.layers.transformer_layer import TransformerLayer, make_norm
 
 
@@ -18,8 +19,9 @@ class TransformerStack(keras.layers.Layer):
     """Encoder (`is_decoder=False`) or decoder stack over already-embedded inputs.
 
     Masks and the optional T5 relative position bias are turned into one additive bias
-    per stack, once, and handed to every layer. Decoding with a static cache: pass one
-    `(key, value)` pair per layer in `self_attention_caches` (each
+    per stack, once, and handed to every layer. While a graph is traced for inference, the
+    layers go through one shared trace (`SharedLayerTrace`). Decoding with a static cache:
+    pass one `(key, value)` pair per layer in `self_attention_caches` (each
     `[batch, heads, cache_len, head_dim]`), precomputed `cross_attention_caches`, and the
     int32 scalar `cache_index` where the new tokens go; `padding_mask` then covers the
     `cache_len` cache slots.
@@ -186,13 +188,19 @@ class TransformerStack(keras.layers.Layer):
             )
 
         hidden_states = self.dropout_layer(inputs_embeds, training=training)
+        call_layer = (
+            SharedLayerTrace()
+            if shares_layer_traces(training, len(self.transformer_layers))
+            else lambda layer, *args, **kwargs: layer(*args, **kwargs)
+        )
         all_hidden_states, self_weights, cross_weights, updated_caches = [], [], [], []
         for index, layer in enumerate(self.transformer_layers):
             if output_hidden_states:
                 all_hidden_states.append(hidden_states)
 
             def run_layer(states, layer=layer, index=index):
-                return layer(
+                return call_layer(
+                    layer,
                     states,
                     self_attention_bias=self_bias,
                     encoder_hidden_states=encoder_hidden_states,
