@@ -8,14 +8,14 @@ its call arguments, and calls that function for every layer of the same structur
 that layer's own weight values (`keras.StatelessScope` substitutes them for the template's
 variables while the function is traced).
 
-TensorFlow inlines the calls before XLA compiles the graph: the optimised XLA program is
-the same as with the layers traced one by one (compared instruction by instruction for
-mt5-small's batch-1 greedy and m2m100_418M's 8x4 beam searches), so are the outputs and
-the speed; what shrinks is the work before it. Traced by `generate`, mt5-small's batch-1
-greedy search has 1,189 graph ops instead of 3,106, m2m100_418M's 2,113 instead of 6,296.
-First call minus a later call (trace and compile), fresh processes, 2 threads: mt5-small
-batch 1 3.8-4.0 -> 2.7-3.1 s, 8x4 beams 4.1-4.4 -> 3.3-3.5 s; m2m100_418M batch 1
-5.8-6.1 -> 4.5-4.9 s, batch 8 5.9-7.7 -> 4.5-5.3 s.
+Under XLA the calls reach TensorFlow's graph-to-XLA converter as calls, so it converts
+each traced body once, and XLA inlines them before it optimises the program: the optimised
+program is the same as with the layers traced one by one (compared instruction by
+instruction for mt5-small's batch-1 greedy and 8x4 beam searches and m2m100_418M's batch-1
+greedy and 8x4 beam searches), so are the outputs and the speed; what shrinks is the work
+before it. Traced by `generate`, mt5-small's batch-1 greedy search has 1,189 graph ops
+instead of 3,106, m2m100_418M's 2,113 instead of 6,296. A plain graph (no XLA) inlines the
+calls as TensorFlow always does.
 
 A layer whose trace reads a tensor from the enclosing graph (the int8 matrices a plain
 graph widens once per search, `int8_matrix.widened_int8_matrices`) would hand the
@@ -27,8 +27,14 @@ import functools
 import keras
 import tensorflow as tf
 
+from tfmodels.layers.products import in_xla_context
+
 # Set to False to trace every layer separately (same results; for comparisons).
 SHARE_LAYER_TRACES = True
+# Keeps TensorFlow from inlining the calls before its graph-to-XLA converter (see above).
+# First call minus a later one, batch-1 greedy, fresh processes, 2 threads, medians of 4
+# and 3 runs: mt5-small 2.71 -> 2.57 s, m2m100_418M 4.41 -> 4.11 s.
+_XLA_CALL_ATTRIBUTES = {"_noinline": True}
 
 
 def shares_layer_traces(training, num_layers):
@@ -126,6 +132,7 @@ class SharedLayerTrace:
             function = tf.function(
                 functools.partial(_call_with_weights, template, read_variables),
                 autograph=False,
+                experimental_attributes=_XLA_CALL_ATTRIBUTES if in_xla_context() else None,
             )
             specs = [tf.TensorSpec(v.shape, v.dtype) for v in read_variables]
             concrete = function.get_concrete_function(specs, args, kwargs)
