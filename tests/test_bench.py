@@ -1,4 +1,5 @@
-"""bench/generate.py's merging of interleaved rounds (pure Python: no engine runs)."""
+"""bench/generate.py's merging of interleaved rounds and bench/compile_breakdown.py's log
+parsing (pure Python: no engine runs)."""
 
 import doctest
 import importlib.util
@@ -10,12 +11,16 @@ BENCH_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
                           "bench", "generate.py")
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_generate_under_test", BENCH_PATH)
+def _load_script(path, module_name):
+    spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _load_script(BENCH_PATH, "bench_generate_under_test")
 
 
 def _round(first_best_by_key, rss=100.0):
@@ -94,3 +99,59 @@ def test_a_probe_without_the_head_shaped_rate_prints_the_ceiling_alone(bench, ca
     bench._print_table("tiny", [(1, 1)], ceiling, {"tfmodels": _round({"1x1": (2.0, 1.0)})})
     table = capsys.readouterr().out
     assert "bandwidth ceiling" in table and "head-shaped" not in table
+
+
+BREAKDOWN_PATH = os.path.join(os.path.dirname(BENCH_PATH), "compile_breakdown.py")
+
+
+@pytest.fixture(scope="module")
+def breakdown():
+    return _load_script(BREAKDOWN_PATH, "bench_breakdown_under_test")
+
+
+def _log_line(stamp, source, message, thread=7):
+    return f"I0000 00:00:{stamp:.6f} {thread:7d} {source}] {message}"
+
+
+def test_breakdown_splits_the_first_call_at_the_xla_markers(breakdown):
+    log = "\n".join([
+        # Before the measured call (the warm-up's compilation): ignored.
+        _log_line(99.0, "xla_compiler.cc:820", "XlaCompiler::CompileFunction warmup"),
+        _log_line(99.1, "ir_compiler.cc:256", "Compiled LLVM module: __compute_module_w "
+                  "time: 5 ms (5000 us)"),
+        _log_line(101.0, "xla_compiler.cc:820", "XlaCompiler::CompileFunction search"),
+        _log_line(101.5, "xla_compiler.cc:820", "XlaCompiler::CompileFunction body"),
+        _log_line(101.6, "hlo_pass_pipeline.cc:296", "Running HLO pass pipeline on search"),
+        _log_line(101.9, "hlo_pass_pipeline.cc:296", "Running HLO pass pipeline on search"),
+        _log_line(102.0, "cpu_compiler.cc:2060", "Compiling: search"),
+        _log_line(102.2, "thunk_emitter.cc:882", "Reusing kernel: add.1 for fusion: add.2"),
+        _log_line(102.3, "thunk_emitter.cc:882", "Reusing kernel: add.1 for fusion: add.3"),
+        _log_line(102.4, "ir_compiler.cc:256", "Compiled LLVM module: "
+                  "__compute_module_dot.7_elemental_kernel_module time: 20 ms (20000 us)", 8),
+        _log_line(102.5, "ir_compiler.cc:256", "Compiled LLVM module: "
+                  "__compute_module_add_fusion_kernel_module time: 1.5 s (1500000 us)", 9),
+        "a line that is not a log line",
+        _log_line(103.0, "cpu_compiler.cc:2109", "Compilation finished"),
+    ])
+    report = breakdown.phases_from_log(log, started=100.0, overhead=3.5)
+    phases = [report[phase] for phase in breakdown.PHASES]
+    assert phases == pytest.approx([1.0, 0.6, 0.4, 1.0, 0.5])
+    assert (report["llvm_modules"], report["llvm_dot_modules"], report["reused_kernels"]) == (2, 1, 2)
+    assert report["llvm_cpu_s"] == pytest.approx(1.52)
+
+
+def test_breakdown_reports_missing_markers_as_unknown(breakdown, capsys):
+    report = breakdown.phases_from_log("no xla log here", started=0.0, overhead=2.0)
+    assert all(report[phase] is None for phase in breakdown.PHASES)
+    assert report["llvm_modules"] == 0 and report["overhead"] == 2.0
+    breakdown.print_table([("mt5 1x1", [report, dict(report, overhead=4.0)]),
+                           ("m2m100 1x1", [{"error": "worker failed"}])])
+    lines = capsys.readouterr().out.splitlines()
+    ours = next(line for line in lines if line.startswith("mt5 1x1 (n=2)"))
+    assert ours.split()[3:5] == ["3.00", "n/a"]  # the median overhead; no phases
+    assert any(line.startswith("m2m100 1x1") and "error: worker failed" in line for line in lines)
+
+
+def test_breakdown_doctests_pass(breakdown):
+    result = doctest.testmod(breakdown, verbose=False)
+    assert result.attempted >= 1 and result.failed == 0
