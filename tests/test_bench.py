@@ -136,7 +136,8 @@ def test_breakdown_splits_the_first_call_at_the_xla_markers(breakdown):
     report = breakdown.phases_from_log(log, started=100.0, overhead=3.5)
     phases = [report[phase] for phase in breakdown.PHASES]
     assert phases == pytest.approx([1.0, 0.6, 0.4, 1.0, 0.5])
-    assert (report["llvm_modules"], report["llvm_dot_modules"], report["reused_kernels"]) == (2, 1, 2)
+    counts = report["llvm_modules"], report["llvm_dot_modules"], report["reused_kernels"]
+    assert counts == (2, 1, 2)
     assert report["llvm_cpu_s"] == pytest.approx(1.52)
 
 
