@@ -116,16 +116,9 @@ def worker(name, setting):
     log goes to stderr)."""
     bench = _generate_bench()
     tf = bench._set_tf_threads()
-    from tfmodels import (M2M100Config, M2M100ForConditionalGeneration, MT5Config,
-                          MT5ForConditionalGeneration)
-
-    spec = bench.MODELS[name]
-    config_class, model_class = ((MT5Config, MT5ForConditionalGeneration)
-                                 if spec["family"] == "mt5"
-                                 else (M2M100Config, M2M100ForConditionalGeneration))
-    model = model_class(config_class(**spec["config"]))
+    model = bench.tfmodels_model(name)
     batch, beams = (int(part) for part in setting.split("x"))
-    source = bench._source_ids(batch, spec["config"]["vocab_size"])
+    source = bench._source_ids(batch, bench.MODELS[name]["config"]["vocab_size"])
     # XLA's one-time start-up (its service and thread pools), outside the measured call.
     tf.function(lambda x: x * 2.0, jit_compile=True)(tf.ones([2]))
 
@@ -133,15 +126,9 @@ def worker(name, setting):
         model.generate(source, max_new_tokens=bench.NEW_TOKENS,
                        min_new_tokens=bench.NEW_TOKENS, num_beams=beams).numpy()
 
-    started = time.time()
-    run()
-    returned = time.time()
-    best = float("inf")
-    for _ in range(2):
-        begin = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - begin)
-    print(json.dumps({"started": started, "returned": returned, "best": best}))
+    started = time.time()  # epoch time, as the log's timestamps
+    first, best = bench._time_calls(run, repeats=2)
+    print(json.dumps({"started": started, "first": first, "best": best}))
 
 
 def measure(name, setting):
@@ -156,8 +143,7 @@ def measure(name, setting):
     if process.returncode != 0 or not lines:
         return {"error": (process.stderr.strip().splitlines() or ["no output"])[-1]}
     timing = json.loads(lines[-1])
-    first = timing["returned"] - timing["started"]
-    return phases_from_log(process.stderr, timing["started"], first - timing["best"])
+    return phases_from_log(process.stderr, timing["started"], timing["first"] - timing["best"])
 
 
 def _median(reports, key):

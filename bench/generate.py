@@ -223,18 +223,23 @@ def _single_row_seconds(tf, vector, weights, transposed, jit_compile, repeats, s
     return best
 
 
-def worker_tfmodels(name, settings, repeats, jit_compile=True, restricted_vocab=None,
-                    quantize=None, lm_head_layout="out_in", dtype="float32"):
-    _set_tf_threads()
+def tfmodels_model(name, lm_head_layout="out_in", dtype="float32"):
+    """This package's model for `MODELS[name]`, randomly initialised."""
     from tfmodels import M2M100Config, M2M100ForConditionalGeneration, MT5Config, MT5ForConditionalGeneration
 
     spec = MODELS[name]
-    started = time.perf_counter()
     if spec["family"] == "mt5":
-        model = MT5ForConditionalGeneration(MT5Config(**spec["config"]),
-                                            lm_head_layout=lm_head_layout, dtype=dtype)
-    else:
-        model = M2M100ForConditionalGeneration(M2M100Config(**spec["config"]), dtype=dtype)
+        return MT5ForConditionalGeneration(MT5Config(**spec["config"]),
+                                           lm_head_layout=lm_head_layout, dtype=dtype)
+    return M2M100ForConditionalGeneration(M2M100Config(**spec["config"]), dtype=dtype)
+
+
+def worker_tfmodels(name, settings, repeats, jit_compile=True, restricted_vocab=None,
+                    quantize=None, lm_head_layout="out_in", dtype="float32"):
+    _set_tf_threads()
+    spec = MODELS[name]
+    started = time.perf_counter()
+    model = tfmodels_model(name, lm_head_layout=lm_head_layout, dtype=dtype)
     if quantize:
         model.quantize_weights(quantize)
     build = time.perf_counter() - started
