@@ -58,6 +58,10 @@ def add_export_arguments(parser):
                      help="shapes the warm-up compiles per *_xla signature: 'smallest' (default: "
                      "batch 1, shortest bucket), 'all' (every batch x length bucket), or typical "
                      "request shapes 'BATCHxLENGTH,...' such as '4x32,16x64'")
+    xla.add_argument("--screen-head", action="store_true",
+                     help="greedy search in the *_xla signatures screens the LM head with an "
+                     "int8 copy and reads only the float rows that can win: the same tokens, "
+                     "faster (model.enable_head_screening)")
     parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
                         help="int8 decoding: the decoder's projections and LM head stored "
                         "and read as int8 (faster decoding on CPU, smaller export); "
@@ -92,6 +96,7 @@ def settings_from_args(args):
         warmup=not args.no_warmup,
         xla_warmup=args.xla_warmup,
         weight_quantization=args.quantize,
+        head_screening=args.screen_head,
         dtype=args.dtype,
         model_name=args.model_name,
         version=args.version,

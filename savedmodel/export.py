@@ -58,7 +58,8 @@ def export_savedmodel(checkpoint_dir, out_dir, settings=None, model=None, tokeni
         out_dir: the model base path; the SavedModel goes to `out_dir/<version>/`.
         settings: `ExportSettings` (None = checkpoint defaults).
         model, tokenizer: an already loaded model and tokenizer (optional); with
-            `settings.weight_quantization` the model is quantised in place. A
+            `settings.weight_quantization` the model is quantised in place, with
+            `settings.head_screening` its head screened in place. A
             `settings.dtype` must then be the model's own dtype.
 
     Returns:
@@ -82,6 +83,8 @@ def export_savedmodel(checkpoint_dir, out_dir, settings=None, model=None, tokeni
         )
     if settings.weight_quantization and model.weight_quantization != settings.weight_quantization:
         model.quantize_weights(settings.weight_quantization)  # in place, as documented
+    if settings.head_screening and model.head_screen is None:
+        model.enable_head_screening()  # in place too
     settings = settings.with_checkpoint_defaults(model)
     model_name = settings.model_name or os.path.basename(os.path.normpath(out_dir)) or "model"
     settings = settings.replace(model_name=model_name)

@@ -68,6 +68,12 @@ class ExportSettings:
             SavedModel; `"int8_dynamic"` also quantises those projections' inputs at run
             time, and converts the encoder's projections the same way. None (default)
             keeps the model's own weights.
+        head_screening: the `*_xla` signatures' greedy search bounds the LM head's
+            logits from an int8 copy of it and reads the float rows of the few tokens
+            that can win (`model.enable_head_screening()`): the float model's tokens,
+            faster (needs `xla`, float32, no `weight_quantization`; the int8 copy is
+            stored beside the float head). Beam search and the default signatures read
+            the float head as before.
         dtype: `"bfloat16"` loads and stores the weights (and runs the model) in
             bfloat16: half the bytes, and the default (non-XLA) signatures multiply
             bfloat16 natively on CPUs with AVX512-BF16. `"float32"` or None (default):
@@ -96,6 +102,7 @@ class ExportSettings:
     warmup: bool = True
     xla_warmup: str = "smallest"
     weight_quantization: Optional[str] = None
+    head_screening: bool = False
     dtype: Optional[str] = None
     model_name: Optional[str] = None
     version: Optional[int] = None
@@ -129,6 +136,14 @@ class ExportSettings:
             from tfmodels.layers.dense import check_weight_quantization_mode
 
             check_weight_quantization_mode(self.weight_quantization)
+        if self.head_screening:
+            if not self.xla:
+                raise ValueError("head_screening speeds up the *_xla signatures; export with xla=True")
+            if self.weight_quantization is not None:
+                raise ValueError("head_screening screens a float LM head; it cannot be combined "
+                                 f"with weight_quantization={self.weight_quantization!r}")
+            if self.dtype not in (None, "float32"):
+                raise ValueError(f"head_screening gives float32 tokens; dtype is {self.dtype!r}")
         if self.dtype is not None and self.dtype not in WEIGHT_DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(WEIGHT_DTYPES)}, got {self.dtype!r}")
         if (

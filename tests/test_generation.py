@@ -492,7 +492,7 @@ def test_decoding_lm_head_matches_compute_logits(models, monkeypatch):
 
 
 @pytest.mark.parametrize("module_name", ["generate", "generation_config", "graph",
-                                         "logits_processors", "top_k"])
+                                         "logits_processors", "screening", "top_k"])
 def test_generation_docstring_examples_run(module_name):
     """The generation modules' docstring examples run as written."""
     assert_docstring_examples_run(f"tfmodels.generation.{module_name}", tf=tf, np=np)

@@ -488,7 +488,7 @@ def test_get_config_from_config_round_trip(name):
                                          "rms_norm", "sinusoidal_position_embedding",
                                          "transformer_layer", "transformer_stack",
                                          "activations", "initializers", "int8_matrix", "dense", "shapes",
-                                         "products", "shared_layer_trace"])
+                                         "products", "screened_head", "shared_layer_trace"])
 def test_docstring_examples_run(module_name):
     """Each layer's docstring example is a runnable standalone use of the layer (first
     call builds it), not just documentation."""

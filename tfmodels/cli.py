@@ -70,7 +70,7 @@ class Translator:
     language tokens, so `mt5_prefix` (e.g. "to {tgt}: ") is put before each text.
     """
 
-    def __init__(self, checkpoint, quantize=None, dtype=None):
+    def __init__(self, checkpoint, quantize=None, dtype=None, screen_head=False):
         import json
 
         from tfmodels.auto import load_seq2seq_lm
@@ -80,6 +80,8 @@ class Translator:
         self.model = load_seq2seq_lm(checkpoint, dtype=dtype)
         if quantize:
             self.model.quantize_weights(quantize)
+        if screen_head:
+            self.model.enable_head_screening()
         self.is_m2m100 = self.model.config.model_type == "m2m_100"
         if self.is_m2m100:
             from tfmodels.tokenizers import M2M100Tokenizer
@@ -178,7 +180,8 @@ def cmd_demo(args):
     checkpoint = args.checkpoint or DEFAULT_TRANSLATOR
     if not os.path.isfile(os.path.join(checkpoint, "config.json")):
         raise FileNotFoundError(f"no checkpoint (config.json) in {checkpoint}")
-    translator = Translator(checkpoint, quantize=args.quantize, dtype=args.dtype)
+    translator = Translator(checkpoint, quantize=args.quantize, dtype=args.dtype,
+                            screen_head=args.screen_head)
     beams = args.num_beams or translator.model.generation_config.num_beams
     print("tfmodels demo: translating in-graph (tokenizer -> generate -> detokenizer), "
           f"{'greedy' if beams == 1 else f'beam {beams}'}, max {args.max_new_tokens} new tokens")
@@ -247,7 +250,8 @@ def cmd_translate(args):
     if not os.path.isfile(os.path.join(checkpoint, "config.json")):
         raise FileNotFoundError(f"no checkpoint (config.json) in {checkpoint}")
     _check_language_codes_early(checkpoint, args.src, args.tgt)
-    translator = Translator(checkpoint, quantize=args.quantize, dtype=args.dtype)
+    translator = Translator(checkpoint, quantize=args.quantize, dtype=args.dtype,
+                            screen_head=args.screen_head)
     trained = translator.trained_languages
     if translator.is_m2m100 and trained and args.tgt not in trained:
         print(f"tfmodels translate: warning: this checkpoint was trained for "
@@ -277,6 +281,10 @@ def _add_generation_arguments(parser):
                         "activations (fastest for batches and beams); outputs may differ "
                         "slightly from the float model")
     parser.add_argument("--dtype", choices=WEIGHT_DTYPES, default=None, help=DTYPE_HELP)
+    parser.add_argument("--screen-head", action="store_true",
+                        help="greedy search bounds the LM head's logits with an int8 copy and "
+                        "reads only the float rows that can win: the float model's output, "
+                        "faster (model.enable_head_screening)")
     parser.add_argument("--xla-cache", metavar="DIR", default=None,
                         help="keep compiled generation programs in DIR and reuse them in "
                         "later runs (a persistent XLA compilation cache)")

@@ -19,6 +19,7 @@ from tfmodels.generation.options import (
     runtime_values,
     special_tokens,
 )
+from tfmodels.generation.screening import screened_greedy_tokens
 from tfmodels.layers.int8_matrix import widened_int8_matrices
 from tfmodels.layers.products import (
     in_xla_context,
@@ -90,19 +91,6 @@ def lm_head_logits(model, hidden):
     return tf.cast(rows_times_transposed(hidden, embeddings), tf.float32)
 
 
-def _float_head_matrix(model):
-    """The `[vocab, d_model]` float matrix that is the whole LM head when it is stored that
-    way (an `"out_in"` head without bias, or tied embeddings), else None."""
-    if model.lm_head is not None:
-        head = model.lm_head
-        if head.int8_kernel is not None or head.kernel_layout != "out_in" or head.use_bias:
-            return None
-        return head.kernel
-    if model.int8_tied_head is not None:
-        return None
-    return model.token_embedding.embeddings
-
-
 def _int8_dynamic_head_matrix(model):
     """The `Int8Matrix` that is the whole LM head when it quantises its inputs (an
     `"int8_dynamic"` model's head without bias, tied or not), else None."""
@@ -122,7 +110,7 @@ def lm_head_is_vocab_major(model, num_rows):
     the logits that way (`lm_head_logits_vocab_major`) instead of transposing them: for
     mT5's head at 8 x 4 beams the transposed reads cost two passes of about 20 ms per
     step."""
-    matrix = _float_head_matrix(model)
+    matrix = model.float_head_matrix()
     if matrix is not None:
         return output_major_is_native(num_rows, matrix)
     int8_matrix = _int8_dynamic_head_matrix(model)
@@ -136,8 +124,52 @@ def lm_head_logits_vocab_major(model, hidden):
     int8_matrix = _int8_dynamic_head_matrix(model)
     if int8_matrix is not None:
         return int8_matrix.output_major_product(hidden)
-    logits_vr = output_major_product(hidden, tf.cast(_float_head_matrix(model), hidden.dtype))
+    logits_vr = output_major_product(hidden, tf.cast(model.float_head_matrix(), hidden.dtype))
     return tf.cast(logits_vr, tf.float32)
+
+
+def screened_head_applies(model, plan):
+    """True when this search's greedy tokens come through the model's head screen
+    (`model.enable_head_screening()`, `generation.screening`): greedy without sampling
+    or an output-vocabulary restriction, under XLA, with the float32 head the screen was
+    made from. Elsewhere the plain head is as fast or the screen's answer would not be
+    the plain one's (a plain graph runs the screen's int8 product panel by panel, each
+    panel a loop iteration)."""
+    return (
+        getattr(model, "head_screen", None) is not None
+        and plan.num_beams == 1
+        and not plan.do_sample
+        and not plan.output_vocabulary_size
+        and in_xla_context()
+        and model.compute_dtype == "float32"
+        and model.float_head_matrix() is not None
+    )
+
+
+def screened_greedy_select(model, process_fn, rows):
+    """`greedy_search`'s `select_fn` for a screened head: from the decoder's last hidden
+    states `[rows, d_model]` to the greedy tokens, through the screen, falling back to the
+    float head as one plain product. The fallback runs only at steps the screen cannot
+    decide, so it takes the form XLA compiles fastest, not the fastest to run (at one row
+    the sliced product `lm_head_logits` takes would add 16 compiled kernels)."""
+    head_oi = model.float_head_matrix()
+
+    def select(hidden, sequences, cur_len):
+        head_inputs = tf.ensure_shape(model.tied_head_inputs(hidden), [rows, None])
+
+        def process_vr(scores_vr):
+            return search.process_vocab_major(process_fn, scores_vr, sequences, cur_len)
+
+        def fallback():
+            logits = tf.matmul(head_inputs, head_oi, transpose_b=True)
+            return search.processed_argmax(logits, process_fn, sequences, cur_len)
+
+        tokens, _ = screened_greedy_tokens(
+            model.head_screen, head_inputs, head_oi, process_vr, fallback,
+            process_sets_constants_only=process_fn.sets_scores_to_constants_only)
+        return tokens
+
+    return select
 
 
 class RestrictedHead:
@@ -239,6 +271,7 @@ def _run_search(model, plan, inputs):
     prompt = _repeat_rows(inputs["decoder_prompt"], expansion)
     rows = tf.shape(prompt)[0]
     vocab_major = False
+    screened = screened_head_applies(model, plan)
     if plan.output_vocabulary_size:
         head_fn = RestrictedHead(model, inputs["output_token_ids"])
     elif lm_head_is_vocab_major(model, prompt.shape[0]):
@@ -246,6 +279,8 @@ def _run_search(model, plan, inputs):
         head_fn = lambda hidden: lm_head_logits_vocab_major(model, hidden)  # noqa: E731
     else:
         head_fn = lambda hidden: lm_head_logits(model, hidden)  # noqa: E731
+    if screened:
+        head_fn = lambda hidden: hidden  # noqa: E731  (the screen's select_fn takes them)
 
     def step_fn(token_ids, self_cache, cache_index):
         hidden, new_cache = model.decode_step(
@@ -284,6 +319,7 @@ def _run_search(model, plan, inputs):
     )
     process_fn = LogitsProcessing(spec, values)
     random_key = gen_random.seed_key(inputs["seed"]) if plan.do_sample else None
+    select_fn = screened_greedy_select(model, process_fn, prompt.shape[0]) if screened else None
 
     fill = tf.fill([rows, buffer_length - prompt_length], tf.constant(plan.fill_token_id, tf.int32))
     sequences = tf.ensure_shape(tf.concat([prompt, fill], axis=1), [None, buffer_length])
@@ -302,6 +338,7 @@ def _run_search(model, plan, inputs):
             do_sample=plan.do_sample,
             random_key=random_key,
             vocab_major=vocab_major,
+            select_fn=select_fn,
         )
         scores = tf.zeros(tf.shape(lengths), tf.float32)
     else:

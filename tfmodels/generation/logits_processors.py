@@ -214,6 +214,14 @@ class LogitsProcessing:
         self.suppress_mask = (vocab_mask(spec.suppress_token_ids, spec.vocab_size)
                               if spec.suppress_token_ids else None)
 
+    @property
+    def sets_scores_to_constants_only(self):
+        """True when every processor in the chain leaves a score as it is or replaces it
+        with a constant (-inf bans, a forced token's 0): no repetition penalty, no sampling
+        warpers. Then a score's processed value follows from where the processed chain
+        sends any other value of the same token (what `generation.screening` uses)."""
+        return not (self.spec.use_repetition_penalty or self.spec.do_sample)
+
     def __call__(self, scores, sequences, cur_len):
         spec, values = self.spec, self.values
         if spec.use_repetition_penalty:

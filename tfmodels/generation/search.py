@@ -59,6 +59,18 @@ def process_vocab_major(process_fn, scores_vr, sequences, cur_len):
     return tf.transpose(process_fn(tf.transpose(scores_vr), sequences, cur_len))
 
 
+def processed_argmax(logits, process_fn, sequences, cur_len, vocab_major=False, noise=None):
+    """`argmax(process_fn(logits) + noise)` over the vocabulary: `[rows]` int32 tokens from
+    `[rows, vocab]` logits (`[vocab, rows]` when `vocab_major`; `noise` in the same layout)."""
+    if vocab_major:
+        scores = process_vocab_major(process_fn, logits, sequences, cur_len)
+    else:
+        scores = process_fn(logits, sequences, cur_len)
+    if noise is not None:
+        scores = scores + noise
+    return tf.argmax(scores, axis=0 if vocab_major else 1, output_type=tf.int32)
+
+
 def _is_eos(token_ids, eos_token_ids):
     hit = tf.zeros_like(token_ids, dtype=tf.bool)
     for eos in eos_token_ids:
@@ -80,6 +92,7 @@ def greedy_search(
     do_sample=False,
     random_key=None,
     vocab_major=False,
+    select_fn=None,
 ):
     """Greedy decoding, or multinomial sampling when `do_sample` (Gumbel-max with the
     counter-based noise of `generation.random`, keyed by `random_key`).
@@ -91,6 +104,10 @@ def greedy_search(
         is_active: `[rows]` bool; inactive rows (batch padding) count as finished from
             the start and never keep the loop alive.
         vocab_major: `step_fn` returns `[vocab, rows]` logits (static).
+        select_fn: None, or `(step_output, sequences, cur_len) -> next tokens [rows]`
+            int32 in place of processing and argmax (greedy only): `step_fn` then returns
+            whatever `select_fn` takes in place of logits (the screened head's inputs,
+            `generation.screening`).
 
     Returns:
         `(sequences [rows, buffer_len], lengths [rows])`; `lengths` is each row's length
@@ -112,15 +129,17 @@ def greedy_search(
         return _keep_static_shapes(greedy_step(*loop_vars), loop_vars)
 
     def greedy_step(cur_len, sequences, cache, unfinished, last_tokens, lengths):
-        logits, cache = step_fn(last_tokens[:, tf.newaxis], cache, cur_len - 1)
-        if vocab_major:
-            scores = process_vocab_major(process_fn, logits, sequences, cur_len)
+        step_output, cache = step_fn(last_tokens[:, tf.newaxis], cache, cur_len - 1)
+        if select_fn is not None:
+            next_tokens = select_fn(step_output, sequences, cur_len)
         else:
-            scores = process_fn(logits, sequences, cur_len)
-        if do_sample:
-            noise_rv = gen_random.gumbel(random_key, cur_len, rows, tf.shape(scores)[vocab_axis])
-            scores = scores + (tf.transpose(noise_rv) if vocab_major else noise_rv)
-        next_tokens = tf.argmax(scores, axis=vocab_axis, output_type=tf.int32)
+            noise = None
+            if do_sample:
+                noise_rv = gen_random.gumbel(random_key, cur_len, rows,
+                                             tf.shape(step_output)[vocab_axis])
+                noise = tf.transpose(noise_rv) if vocab_major else noise_rv
+            next_tokens = processed_argmax(step_output, process_fn, sequences, cur_len,
+                                           vocab_major, noise)
         if use_eos:
             next_tokens = tf.where(unfinished, next_tokens, tf.constant(pad_token_id, tf.int32))
         sequences = _write_column(sequences, cur_len, next_tokens)

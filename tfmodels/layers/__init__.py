@@ -8,6 +8,7 @@ from tfmodels.layers.initializers import clone_initializer
 from tfmodels.layers.int8_matrix import Int8Matrix, quantize_rows
 from tfmodels.layers.relative_position_bias import RelativePositionBias
 from tfmodels.layers.rms_norm import RMSNorm
+from tfmodels.layers.screened_head import ScreenedHead
 from tfmodels.layers.sinusoidal_position_embedding import (
     SinusoidalPositionEmbedding,
     padding_aware_position_ids,

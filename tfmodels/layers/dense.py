@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from tfmodels.layers.int8_matrix import attach_int8_matrix, detach_int8_matrix
+from tfmodels.layers.int8_matrix import attach_int8_matrix, detach_sublayer
 from tfmodels.layers.products import add_to_product, project_last_axis
 
 # "int8": int8 weights, float activations. "int8_dynamic": int8 activations too, quantised
@@ -137,7 +137,7 @@ class Dense(keras.layers.Dense):
 
     def remove_weight_quantization(self):
         """Drops the int8 copy: calls use the float kernel again."""
-        detach_int8_matrix(self, "int8_kernel")
+        detach_sublayer(self, "int8_kernel")
 
     @property
     def weight_quantization(self):

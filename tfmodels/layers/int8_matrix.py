@@ -136,30 +136,37 @@ def widened_int8_matrices(matrices, dtype):
         _widened.matrices = previous
 
 
-def attach_int8_matrix(owner, attribute, out_dim, in_dim, quantize_inputs=False):
-    """The `Int8Matrix` at `owner.<attribute>`, created (in `owner`'s dtype policy) if
-    missing, set to quantise its inputs or not. Keras locks a built layer's tracking; the
-    matrix must be tracked so that its variables are saved and exported with the owner's."""
-    matrix = getattr(owner, attribute, None)
-    if matrix is None:
-        owner._tracker.unlock()
-        matrix = Int8Matrix(out_dim, in_dim, dtype=owner.dtype_policy, name=attribute)
-        setattr(owner, attribute, matrix)
-        owner._tracker.lock()
-    matrix.quantize_inputs = bool(quantize_inputs)
-    return matrix
+def attach_sublayer(owner, attribute, layer):
+    """Sets `owner.<attribute> = layer` on a built layer, tracked: Keras locks a built
+    layer's tracking, and an attached layer must be tracked so that its variables are
+    saved and exported with the owner's. Returns `layer`."""
+    owner._tracker.unlock()
+    setattr(owner, attribute, layer)
+    owner._tracker.lock()
+    return layer
 
 
-def detach_int8_matrix(owner, attribute):
-    """Removes `attach_int8_matrix`'s matrix from `owner` and from its tracked layers; the
+def detach_sublayer(owner, attribute):
+    """Removes `attach_sublayer`'s layer from `owner` and from its tracked layers; the
     attribute falls back to its class default (None)."""
-    matrix = getattr(owner, attribute, None)
-    if matrix is None:
+    layer = getattr(owner, attribute, None)
+    if layer is None:
         return
     owner._tracker.unlock()
-    owner._layers.remove(matrix)
+    owner._layers.remove(layer)
     delattr(owner, attribute)
     owner._tracker.lock()
+
+
+def attach_int8_matrix(owner, attribute, out_dim, in_dim, quantize_inputs=False):
+    """The `Int8Matrix` at `owner.<attribute>`, created (in `owner`'s dtype policy) and
+    attached (`attach_sublayer`) if missing, set to quantise its inputs or not."""
+    matrix = getattr(owner, attribute, None)
+    if matrix is None:
+        matrix = attach_sublayer(
+            owner, attribute, Int8Matrix(out_dim, in_dim, dtype=owner.dtype_policy, name=attribute))
+    matrix.quantize_inputs = bool(quantize_inputs)
+    return matrix
 
 
 @keras.saving.register_keras_serializable(package="tfmodels")
@@ -216,7 +223,17 @@ class Int8Matrix(keras.layers.Layer):
                 f"{self.name}: expected an [{self.out_dim}, {self.in_dim}] matrix, "
                 f"got {list(matrix_oi.shape)}"
             )
-        values, scale = quantize_rows(matrix_oi)
+        self.assign_quantized(*quantize_rows(matrix_oi))
+
+    def assign_quantized(self, values, scale):
+        """Stores `quantize_rows`' output: `[out_dim, in_dim]` int8 values and `[out_dim]`
+        float32 scales."""
+        values = np.asarray(values)
+        if values.shape != (self.out_dim, self.in_dim) or values.dtype != np.int8:
+            raise ValueError(
+                f"{self.name}: expected [{self.out_dim}, {self.in_dim}] int8 values, got "
+                f"{values.dtype} {list(values.shape)}"
+            )
         padded = np.zeros((self.num_panels * self.panel_rows, self.in_dim), np.int8)
         padded[: self.out_dim] = values
         self.panels.assign(padded.reshape(self.num_panels, self.panel_rows, self.in_dim))

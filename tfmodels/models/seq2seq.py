@@ -19,7 +19,7 @@ from tfmodels.layers.dense import (
     Dense,
     check_weight_quantization_mode,
 )
-from tfmodels.layers.int8_matrix import attach_int8_matrix, detach_int8_matrix
+from tfmodels.layers.int8_matrix import attach_int8_matrix, attach_sublayer, detach_sublayer
 from tfmodels.layers.relative_position_bias import RelativePositionBias
 from tfmodels.layers.shapes import dimension
 from tfmodels.layers.rms_norm import RMSNorm
@@ -111,6 +111,7 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
 
     config_class = None
     int8_tied_head = None  # Int8Matrix of the embeddings once a tied head is quantised
+    head_screen = None  # ScreenedHead of the LM head once `enable_head_screening` ran
     has_decoder = True
     has_lm_head = False
     hf_prefix = ""  # module prefix of the reference's backbone ("model." for M2M100 LMs)
@@ -238,6 +239,8 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         }
         if self.has_lm_head and self.weight_quantization:
             config["weight_quantization"] = self.weight_quantization
+        if self.head_screen is not None:
+            config["head_screening_candidates"] = self.head_screen.candidates
         return config
 
     @classmethod
@@ -260,6 +263,9 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         if config.get("weight_quantization"):
             # Creates the int8 variables, which a `.keras` file restores after this.
             model.quantize_weights(config["weight_quantization"])
+        if config.get("head_screening_candidates"):
+            # Its variables are restored after this too.
+            model.enable_head_screening(config["head_screening_candidates"])
         return model
 
     def get_build_config(self):
@@ -443,6 +449,8 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         check_weight_quantization_mode(mode)
         if not self.has_lm_head:
             raise ValueError(f"{type(self).__name__} has no decoder head to quantise")
+        # An int8 head has nothing left to screen.
+        self.disable_head_screening()
         converted = self.quantized_dense_layers(mode)
         if self.weight_quantization:
             # The modes convert different layers (the encoder only with "int8_dynamic"):
@@ -464,7 +472,7 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         """Back to the float weights for every layer `quantize_weights` converted."""
         for layer in self.quantized_dense_layers():
             layer.remove_weight_quantization()
-        detach_int8_matrix(self, "int8_tied_head")
+        detach_sublayer(self, "int8_tied_head")
         self._forget_compiled_functions()
 
     def int8_matrices(self):
@@ -483,6 +491,71 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         if not layers and self.lm_head is not None:
             layers = [self.lm_head]
         return layers[0].weight_quantization if layers else None
+
+    # -- exact greedy decoding through an int8 screen of the LM head -----------------------
+    def float_head_matrix(self):
+        """The `[vocab, d_model]` float variable that is the whole LM head (an untied
+        `"out_in"` head without bias, or the tied embeddings), or None (an `"in_out"`
+        head, or one `quantize_weights` replaced)."""
+        if not self.has_lm_head:
+            return None
+        if self.lm_head is not None:
+            head = self.lm_head
+            if head.int8_kernel is not None or head.kernel_layout != "out_in" or head.use_bias:
+                return None
+            return head.kernel
+        if self.int8_tied_head is not None:
+            return None
+        return self.token_embedding.embeddings
+
+    def enable_head_screening(self, candidates=None):
+        """Faster greedy decoding with the float head's exact tokens: each greedy step
+        bounds every logit from an int8 copy of the LM head (a quarter of its bytes), scores
+        only the few tokens that can win with the float weights, and takes the float head
+        itself at any step where the bound cannot decide (`generation.screening`).
+
+        It applies to greedy search without sampling or `output_vocabulary`, compiled
+        with XLA (the default), in float32; other searches read the float head as before.
+        The int8 copy is a snapshot, like `quantize_weights`: call this again after
+        changing the weights (training refuses while it is on). It costs a quarter of the
+        head's memory (mt5-small: 128 MB). `candidates` (default
+        `screened_head.DEFAULT_CANDIDATES`): tokens per row scored with the float head;
+        fewer make a step cheaper and undecided steps (which take the float head) likelier.
+
+        Example:
+        >>> model.enable_head_screening()  # doctest: +SKIP
+        >>> model.generate(input_ids, max_new_tokens=32)  # doctest: +SKIP
+        """
+        from tfmodels.layers.screened_head import DEFAULT_CANDIDATES, ScreenedHead
+
+        matrix = self.float_head_matrix()
+        if matrix is None:
+            if not self.has_lm_head:
+                raise ValueError(f"{type(self).__name__} has no LM head to screen")
+            raise ValueError(
+                "head screening needs the float LM head stored [vocab, d_model] without bias: "
+                "a model built with lm_head_layout='out_in' (the default) and not quantised "
+                f"(weight_quantization is {self.weight_quantization!r})"
+            )
+        if self.compute_dtype != "float32":
+            raise ValueError(
+                f"head screening gives float32 greedy tokens; this model computes in "
+                f"{self.compute_dtype}"
+            )
+        candidates = DEFAULT_CANDIDATES if candidates is None else candidates
+        if self.head_screen is not None and self.head_screen.candidates != candidates:
+            detach_sublayer(self, "head_screen")
+        if self.head_screen is None:
+            attach_sublayer(self, "head_screen", ScreenedHead(
+                *matrix.shape, candidates=candidates, dtype="float32", name="head_screen"))
+        self.head_screen.assign(matrix)
+        self._forget_compiled_functions()
+
+    def disable_head_screening(self):
+        """Greedy search reads the float LM head again (and the int8 copy is dropped)."""
+        if self.head_screen is not None:
+            detach_sublayer(self, "head_screen")
+            self._forget_compiled_functions()
 
     def _forget_compiled_functions(self):
         # Compiled searches captured the previous weights' code path.

@@ -391,6 +391,13 @@ class Seq2SeqTrainingMixin:
         return [_scale_gradient(g, factor) for g in gradients]
 
     def train_step(self, data):
+        if getattr(self, "head_screen", None) is not None:
+            # The screen is a snapshot of the head; trained weights would outgrow its bounds.
+            raise ValueError(
+                "This model screens its LM head for greedy decoding (a snapshot of the "
+                "weights); call model.disable_head_screening() before training and "
+                "enable_head_screening() again after"
+            )
         if not self._trains_lm_head:
             return super().train_step(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
