@@ -17,6 +17,7 @@ from tfmodels.layers import (
     MultiHeadAttention,
     RelativePositionBias,
     RMSNorm,
+    ScreenedHead,
     SinusoidalPositionEmbedding,
     TransformerLayer,
     TransformerStack,
@@ -243,6 +244,12 @@ def _call(layer, inputs):
     return [layer(inputs)]
 
 
+def _assigned_screen():
+    screen = ScreenedHead(vocab_size=40, in_dim=16, candidates=4, name="screened_head")
+    screen.assign(np.random.default_rng(3).standard_normal((40, 16)).astype(np.float32))
+    return screen
+
+
 LAYER_CASES = {
     "Dense": (
         lambda: Dense(12, use_bias=True, activation="relu", name="dense"),
@@ -251,6 +258,10 @@ LAYER_CASES = {
     "Int8Matrix": (
         lambda: Int8Matrix(out_dim=12, in_dim=16, name="int8_matrix"),
         lambda: _hidden(),
+    ),
+    "ScreenedHead": (
+        lambda: _assigned_screen(),
+        lambda: _hidden((3, 16)),
     ),
     "MultiHeadAttention": (
         lambda: MultiHeadAttention(num_heads=2, head_dim=6, hidden_dim=16, use_bias=True,

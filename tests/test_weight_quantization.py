@@ -166,7 +166,7 @@ def test_int8_matrix_with_quantized_inputs_is_an_int8_dot_under_xla():
 
 def test_int8_matrix_errors_and_dtypes():
     layer = Int8Matrix(8, 4)
-    with pytest.raises(ValueError, match=r"expected an \[8, 4\] matrix"):
+    with pytest.raises(ValueError, match=r"expected a \[8, 4\] matrix"):
         layer.assign(np.zeros([4, 8], np.float32))
     with pytest.raises(ValueError, match="must end in 4 features"):
         layer(tf.zeros([2, 5]))

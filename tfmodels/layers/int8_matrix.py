@@ -61,6 +61,16 @@ def int8_panel_rows(out_dim, in_dim):
     return 1 << (int(limit).bit_length() - 1)
 
 
+def checked_float_matrix(owner_name, matrix, shape):
+    """`matrix` (an array, tensor or variable) as a float32 numpy array; a ValueError
+    naming `owner_name` unless its shape is `shape`."""
+    matrix = np.asarray(keras.ops.convert_to_numpy(matrix), np.float32)
+    if matrix.shape != tuple(shape):
+        raise ValueError(
+            f"{owner_name}: expected a {list(shape)} matrix, got {list(matrix.shape)}")
+    return matrix
+
+
 def quantize_rows(matrix_oi):
     """Symmetric per-row int8 quantisation of an `[out, in]` float array.
 
@@ -217,12 +227,7 @@ class Int8Matrix(keras.layers.Layer):
 
     def assign(self, matrix_oi):
         """Quantises an `[out_dim, in_dim]` float matrix into the variables."""
-        matrix_oi = np.asarray(keras.ops.convert_to_numpy(matrix_oi), np.float32)
-        if matrix_oi.shape != (self.out_dim, self.in_dim):
-            raise ValueError(
-                f"{self.name}: expected an [{self.out_dim}, {self.in_dim}] matrix, "
-                f"got {list(matrix_oi.shape)}"
-            )
+        matrix_oi = checked_float_matrix(self.name, matrix_oi, (self.out_dim, self.in_dim))
         self.assign_quantized(*quantize_rows(matrix_oi))
 
     def assign_quantized(self, values, scale):

@@ -26,7 +26,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfmodels.layers.int8_matrix import Int8Matrix, quantize_input_rows, quantize_rows
+from tfmodels.layers.int8_matrix import (Int8Matrix, checked_float_matrix, quantize_input_rows,
+                                         quantize_rows)
 
 # Relative slack on the stored constants for float32 rounding of the run-time norms and
 # sums (each a few ulps; 2**-10 is far above them and costs nothing measurable).
@@ -90,12 +91,7 @@ class ScreenedHead(keras.layers.Layer):
 
     def assign(self, matrix_oi):
         """Quantises `[vocab, in_dim]` float weights and computes their bound constants."""
-        matrix_oi = np.asarray(keras.ops.convert_to_numpy(matrix_oi), np.float32)
-        if matrix_oi.shape != (self.vocab_size, self.in_dim):
-            raise ValueError(
-                f"{self.name}: expected a [{self.vocab_size}, {self.in_dim}] matrix, "
-                f"got {list(matrix_oi.shape)}"
-            )
+        matrix_oi = checked_float_matrix(self.name, matrix_oi, (self.vocab_size, self.in_dim))
         values = np.empty(matrix_oi.shape, np.int8)
         scale = np.empty([self.vocab_size], np.float32)
         weight_error = np.empty([self.vocab_size], np.float64)
@@ -135,6 +131,14 @@ class ScreenedHead(keras.layers.Layer):
         bound_vr = (self.weight_error[:, tf.newaxis] * input_norm_1r
                     + self.quantized_norm[:, tf.newaxis] * rounding_norm_1r)
         return approx_vr - bound_vr, approx_vr + bound_vr
+
+    def call(self, inputs_ri):
+        """`[2, vocab, rows]`: `logit_bounds_vocab_major(inputs_ri)`'s lower and upper
+        bounds, stacked (what calling the layer gives; the searches call that method)."""
+        return tf.stack(self.logit_bounds_vocab_major(inputs_ri))
+
+    def compute_output_shape(self, input_shape):
+        return (2, self.vocab_size, input_shape[0])
 
     def get_config(self):
         config = super().get_config()
