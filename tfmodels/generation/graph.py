@@ -272,15 +272,15 @@ def _run_search(model, plan, inputs):
     rows = tf.shape(prompt)[0]
     vocab_major = False
     screened = screened_head_applies(model, plan)
-    if plan.output_vocabulary_size:
+    if screened:
+        head_fn = lambda hidden: hidden  # noqa: E731  (the screen's select_fn takes them)
+    elif plan.output_vocabulary_size:
         head_fn = RestrictedHead(model, inputs["output_token_ids"])
     elif lm_head_is_vocab_major(model, prompt.shape[0]):
         vocab_major = True
         head_fn = lambda hidden: lm_head_logits_vocab_major(model, hidden)  # noqa: E731
     else:
         head_fn = lambda hidden: lm_head_logits(model, hidden)  # noqa: E731
-    if screened:
-        head_fn = lambda hidden: hidden  # noqa: E731  (the screen's select_fn takes them)
 
     def step_fn(token_ids, self_cache, cache_index):
         hidden, new_cache = model.decode_step(
