@@ -7,6 +7,7 @@ transformers 4.57 PyTorch `generate` on the two tiny checkpoints next to them (s
 (and with more options) where torch is installed.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -542,6 +543,164 @@ def test_vocab_major_top_k_equals_tf_top_k(width, members, jit_compile):
         np.testing.assert_array_equal(indices.numpy(), expected.indices.numpy())
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_vocab_major_top_k_within_bounds_is_exact_or_says_so(jit_compile):
+    """`top_k_vocab_major_within_bounds` reads only the blocks with the highest bounds.
+    When it reports `exact`, its values and indices are `tf.math.top_k`'s over each group's
+    row (ties included); bounds that leave an unread block possibly in the top k, or ties
+    at the k-th value, make it say it is not exact."""
+    from tfmodels.generation.top_k import (
+        block_maxima_vocab_major,
+        top_k_vocab_major_within_bounds,
+        vocab_major_block_size,
+    )
+
+    width, members, groups, k = 4096, 3, 2, 6
+    block = vocab_major_block_size(width, k)
+    rng = np.random.RandomState(3)
+    scores_rw = rng.normal(size=[groups * members, width]).astype(np.float32)
+    # Ties at the top: each group's best score again in its other members and blocks.
+    for group in range(groups):
+        best = scores_rw[group * members].max()
+        for member, position in ((0, 7), (1, 2000), (2, 4095)):
+            scores_rw[group * members + member, position] = best
+    # Processed scores: bans (-inf), among them the leader of a block in each row.
+    banned_rw = scores_rw.copy()
+    banned_rw[:, rng.choice(width, 40, replace=False)] = -np.inf
+    banned_rw[np.arange(groups * members), np.argmax(scores_rw, axis=1)] = -np.inf
+    bounds_br = block_maxima_vocab_major(tf.constant(scores_rw.T, tf.float32), k)  # unbanned
+    assert bounds_br.shape == [width // block, groups * members]
+
+    def run(values_rw, bounds, blocks_to_read):
+        fn = tf.function(
+            lambda values_wr, bounds: top_k_vocab_major_within_bounds(
+                values_wr, bounds, members, k, blocks_to_read),
+            jit_compile=jit_compile)
+        return fn(tf.constant(values_rw.T, tf.float32), bounds)
+
+    def expected(values_rw):
+        return tf.math.top_k(tf.constant(values_rw.reshape(groups, members * width), tf.float32), k)
+
+    for values_rw in (scores_rw, banned_rw):
+        for blocks_to_read in (k, 2 * k):
+            values, indices, exact = run(values_rw, bounds_br, blocks_to_read)
+            assert bool(exact) or blocks_to_read == k, blocks_to_read
+            if bool(exact):
+                np.testing.assert_array_equal(values.numpy(), expected(values_rw).values.numpy())
+                np.testing.assert_array_equal(indices.numpy(), expected(values_rw).indices.numpy())
+    # A block that might hold more than its neighbours but is not read: not exact.
+    loose = bounds_br.numpy().copy()
+    loose[np.argsort(loose[:, 0])[0], 0] = 1e9  # its worst block, made the best but unread
+    assert not bool(run(scores_rw, tf.constant(loose), k)[2])
+    # Every score equal: the unread blocks tie with the k-th value.
+    flat_rw = np.zeros_like(scores_rw)
+    assert not bool(run(flat_rw, block_maxima_vocab_major(tf.constant(flat_rw.T, tf.float32), k), k)[2])
+
+
+def test_only_bans_at_marks_the_steps_whose_processors_only_ban():
+    """Beam search bounds processed scores by unprocessed ones only at steps where every
+    processor keeps or bans: not at a forced BOS / EOS step, and never with a repetition
+    penalty (it raises negative scores' magnitudes, and lowers positive ones)."""
+    from tfmodels.generation.logits_processors import (
+        LogitsProcessing,
+        ProcessorSpec,
+        ProcessorValues,
+    )
+
+    def values(**forced):
+        return ProcessorValues(
+            max_length=tf.constant(6), min_length=tf.constant(3),
+            repetition_penalty=tf.constant(1.3), temperature=tf.constant(1.0),
+            top_p=tf.constant(1.0), **forced)
+
+    spec = ProcessorSpec(vocab_size=50, eos_token_ids=(1,), allow_forced_bos=True,
+                         no_repeat_ngram_size=2)
+    forced = LogitsProcessing(spec, values(forced_bos_token_id=tf.constant([7, -1]),
+                                           forced_eos_token_id=tf.constant(2)))
+    assert [bool(forced.only_bans_at(tf.constant(step))) for step in range(1, 6)] == [
+        False, True, True, True, False]
+    unforced = LogitsProcessing(spec, values(forced_bos_token_id=tf.constant([-1, -1]),
+                                             forced_eos_token_id=tf.constant(-1)))
+    assert all(bool(unforced.only_bans_at(tf.constant(step))) for step in range(1, 6))
+    penalised = LogitsProcessing(
+        dataclasses.replace(spec, use_repetition_penalty=True), values())
+    assert not penalised.sets_scores_to_constants_only
+    assert not bool(penalised.only_bans_at(tf.constant(3)))
+
+
+def _record_bounded_beam_steps(monkeypatch):
+    """Records each trace of beam search's block-bounded candidate step; returns the list."""
+    from tfmodels.generation import search
+
+    traced = []
+    original = search.top_k_vocab_major_within_bounds
+
+    def recording(*args, **kwargs):
+        traced.append(args[0].shape)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(search, "top_k_vocab_major_within_bounds", recording)
+    return traced
+
+
+def _count_full_beam_passes(monkeypatch):
+    """A counter of the steps whose candidates came from a full pass over the scores
+    (`top_k_vocab_major`, a compiled increment next to it)."""
+    from tfmodels.generation import search
+
+    counter = tf.Variable(0, dtype=tf.int32)
+    original = search.top_k_vocab_major
+
+    def counting(*args, **kwargs):
+        with tf.control_dependencies([counter.assign_add(1)]):
+            return tuple(tf.identity(t) for t in original(*args, **kwargs))
+
+    monkeypatch.setattr(search, "top_k_vocab_major", counting)
+    return counter
+
+
+BOUNDED_BEAM_CASES = [
+    ("bans", dict(max_new_tokens=12, num_beams=4, num_return_sequences=2, min_new_tokens=4,
+                  no_repeat_ngram_size=2, length_penalty=1.5)),
+    ("plain", dict(max_new_tokens=12, num_beams=3, early_stopping=True)),
+    ("forced BOS", dict(max_new_tokens=8, num_beams=4, forced_bos_token_id=5)),
+]
+
+
+@pytest.mark.parametrize("family", sorted(support.FAMILIES))
+def test_bounded_beam_steps_equal_the_full_pass_and_fall_back_when_forced(
+        golden, family, monkeypatch):
+    """Beam steps that read candidates only from the blocks with the highest bounds give
+    the full pass's sequences and scores, bit for bit. Those steps need no full pass
+    unless forced (a forced BOS step takes one); a full pass taken every step for
+    comparison shows the counter counts."""
+    from tfmodels.generation import search
+
+    _force_panel_products(monkeypatch)
+    input_ids, attention_mask = _inputs(golden, family)
+    bounded_model = support.load_fixture_model(family)
+    full_model = support.load_fixture_model(family)
+    bounded = _record_bounded_beam_steps(monkeypatch)
+    full_passes = _count_full_beam_passes(monkeypatch)
+    for name, options in BOUNDED_BEAM_CASES:
+        full_passes.assign(0)
+        got = support.our_generate(bounded_model, input_ids, attention_mask, **options)
+        passes = int(full_passes.numpy())
+        with monkeypatch.context() as patched:
+            patched.setattr(search, "block_maxima_vocab_major", lambda *args: None)
+            traces = len(bounded)
+            full_passes.assign(0)
+            want = support.our_generate(full_model, input_ids, attention_mask, **options)
+            assert len(bounded) == traces and int(full_passes.numpy()) >= 8, name
+        np.testing.assert_array_equal(got[0], want[0], f"{family} {name}")
+        np.testing.assert_array_equal(got[1], want[1], f"{family} {name}")
+        if name == "forced BOS":
+            assert passes >= 1, (family, name)
+        else:
+            assert passes == 0, (family, name, passes)
+    assert len(bounded) == len(BOUNDED_BEAM_CASES)
+
+
 def _force_panel_products(monkeypatch):
     """Lowers the panel-product limits so the small fixtures' heads take panels under XLA."""
     from tfmodels.layers import products
@@ -609,15 +768,20 @@ def test_vocab_major_searches_generate_the_golden_ids(golden, monkeypatch):
         return answers[-1]
 
     monkeypatch.setattr(graph, "lm_head_is_vocab_major", recorded)
+    bounded = _record_bounded_beam_steps(monkeypatch)
     for family in sorted(support.FAMILIES):
         model = support.load_fixture_model(family)
         answers.clear()
+        bounded.clear()
         _assert_golden_cases(model, golden, family, f"{family}/vocab-major", jit_compile=True)
         assert answers and all(answers), (family, answers)
+        assert bounded, family  # the beam cases scored their candidates from block bounds
         input_ids, attention_mask = _inputs(golden, family)
         for options in (
             dict(max_new_tokens=12, num_beams=3, length_penalty=0.7, num_return_sequences=2,
                  no_repeat_ngram_size=2, repetition_penalty=1.2, min_new_tokens=2),
+            dict(max_new_tokens=12, num_beams=4, num_return_sequences=3,
+                 no_repeat_ngram_size=2, min_new_tokens=3),
             dict(max_new_tokens=12, do_sample=True, top_k=0, seed=11),
             dict(max_new_tokens=12, do_sample=True, num_beams=3, top_k=0, seed=11),
         ):
@@ -681,6 +845,30 @@ def _top_level_f32_shapes(hlo_text):
     return shapes
 
 
+def _materialised_f32_sizes(hlo_text):
+    """Element counts of the f32 arrays that the non-fused computations of an HLO module
+    write (bitcasts and tuple reads are views), leaving out the branches of conditionals
+    (code that runs only when taken)."""
+    import re
+
+    branches = set(re.findall(r"(?:true|false)_computation=%([\w.\-]+)", hlo_text))
+    branches |= {name for group in re.findall(r"branch_computations=\{([^}]*)\}", hlo_text)
+                 for name in re.findall(r"%([\w.\-]+)", group)}
+    sizes, computation = [], None
+    for line in hlo_text.splitlines():
+        header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+        if header:
+            computation = header.group(1)
+        elif line.startswith("}"):
+            computation = None
+        elif (computation and computation not in branches
+              and not re.match(r"(fused_|wrapped_|region_|.*_computation)", computation)):
+            produced = re.match(r"\s*(?:ROOT )?%[\w.\-]+ = f32\[([\d,]*)\]\S* ([\w\-]+)\(", line)
+            if produced and produced.group(2) not in ("bitcast", "get-tuple-element", "parameter"):
+                sizes.append(int(np.prod([int(d) for d in produced.group(1).split(",") if d])))
+    return sizes
+
+
 def test_vocab_major_beam_search_never_materialises_transposed_scores(monkeypatch):
     """The point of the vocabulary-major path: XLA's loops read a transposed
     `[rows, vocab]` at a stride of `rows` floats, a pass as slow as the head's product at
@@ -737,6 +925,20 @@ def test_vocab_major_beam_search_never_materialises_transposed_scores(monkeypatc
         results[vocab_major] = tf.function(search_fn(vocab_major), jit_compile=True)(offset)
     for with_rows, with_vocab in zip(results[False], results[True]):
         np.testing.assert_allclose(with_rows.numpy(), with_vocab.numpy(), atol=1e-5)
+
+    # Scored from block bounds, a step writes two vocabulary-sized arrays (the logits and
+    # their exponentials for the log-softmax's sum), where the full pass also writes the
+    # processed scores it then reduces to block maxima.
+    def vocabulary_sized_arrays(hlo_text):
+        return sum(size == vocab * rows for size in _materialised_f32_sizes(hlo_text))
+
+    assert vocabulary_sized_arrays(optimized_hlo(search_fn(True), offset)) == 2
+    with monkeypatch.context() as patched:
+        patched.setattr(search, "block_maxima_vocab_major", lambda *args: None)
+        assert vocabulary_sized_arrays(optimized_hlo(search_fn(True), offset)) == 3
+        full = tf.function(search_fn(True), jit_compile=True)(offset)
+    for bounded_result, full_result in zip(results[True], full):
+        np.testing.assert_array_equal(bounded_result.numpy(), full_result.numpy())
 
 
 def test_step_dependent_processors_are_selects_under_xla():

@@ -222,6 +222,28 @@ class LogitsProcessing:
         sends any other value of the same token (what `generation.screening` uses)."""
         return not (self.spec.use_repetition_penalty or self.spec.do_sample)
 
+    def only_bans_at(self, cur_len):
+        """Bool scalar tensor: at this step every active processor keeps each score or sets
+        it to -inf, so no processed score exceeds its unprocessed value. False at a forced
+        token's step (the forced token's 0 may be above its log-probability) and for a
+        chain that is not `sets_scores_to_constants_only`. Beam search then bounds the
+        processed scores by the unprocessed ones (`search.beam_search`)."""
+        if not self.sets_scores_to_constants_only:
+            return tf.constant(False)
+        return tf.logical_not(tf.logical_or(self._forces_bos_at(cur_len), self._forces_eos_at(cur_len)))
+
+    def _forces_bos_at(self, cur_len):
+        forced_ids = self.values.forced_bos_token_id
+        if not self.spec.allow_forced_bos or forced_ids is None:
+            return tf.constant(False)
+        return tf.logical_and(tf.equal(cur_len, 1), tf.reduce_any(forced_ids >= 0))
+
+    def _forces_eos_at(self, cur_len):
+        eos_id = self.values.forced_eos_token_id
+        if eos_id is None:
+            return tf.constant(False)
+        return tf.logical_and(tf.equal(cur_len, self.values.max_length - 1), eos_id >= 0)
+
     def __call__(self, scores, sequences, cur_len):
         spec, values = self.spec, self.values
         if spec.use_repetition_penalty:
@@ -237,7 +259,7 @@ class LogitsProcessing:
         if spec.allow_forced_bos and values.forced_bos_token_id is not None:
             forced_ids = values.forced_bos_token_id
             scores = _only_when(
-                tf.logical_and(tf.equal(cur_len, 1), tf.reduce_any(forced_ids >= 0)),
+                self._forces_bos_at(cur_len),
                 lambda scores: apply_forced_token(scores, forced_ids >= 0, forced_ids),
                 scores,
             )
@@ -245,7 +267,7 @@ class LogitsProcessing:
             eos_id = values.forced_eos_token_id
             rows = tf.shape(scores)[0]
             scores = _only_when(
-                tf.logical_and(tf.equal(cur_len, values.max_length - 1), eos_id >= 0),
+                self._forces_eos_at(cur_len),
                 lambda scores: apply_forced_token(
                     scores, tf.ones([rows], tf.bool), tf.fill([rows], eos_id)
                 ),

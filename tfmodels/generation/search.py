@@ -21,7 +21,13 @@ when the loop stops) are those of the reference's `_sample` and `_beam_search`.
 import tensorflow as tf
 
 from tfmodels.generation import random as gen_random
-from tfmodels.generation.top_k import top_k, top_k_vocab_major
+from tfmodels.generation.top_k import (
+    block_maxima_vocab_major,
+    top_k,
+    top_k_vocab_major,
+    top_k_vocab_major_within_bounds,
+)
+from tfmodels.layers.products import optimization_barrier
 
 # The reference's "impossible" score offset for beams that must not be selected.
 LARGE_NEGATIVE = -1.0e9
@@ -256,10 +262,14 @@ def beam_search(
 
     def best_candidates_vocab_major(logits_vr, running, running_scores, cur_len):
         """`best_candidates` for `[vocab, rows]` logits: the same scores and indices."""
+        sequences = tf.reshape(running, [rows, buffer_len])
+        if not do_sample and getattr(process_fn, "sets_scores_to_constants_only", False):
+            raw_max_br = block_maxima_vocab_major(logits_vr, beams_to_keep)
+            if raw_max_br is not None:
+                return best_candidates_from_block_bounds(
+                    logits_vr, raw_max_br, sequences, running_scores, cur_len)
         log_probs_vr = process_vocab_major(
-            process_fn, log_softmax_vocab_major(logits_vr), tf.reshape(running, [rows, buffer_len]),
-            cur_len,
-        )
+            process_fn, log_softmax_vocab_major(logits_vr), sequences, cur_len)
         accumulated_vr = log_probs_vr + tf.reshape(running_scores, [rows])[tf.newaxis, :]
         if not do_sample:
             return top_k_vocab_major(accumulated_vr, num_beams, beams_to_keep)
@@ -272,6 +282,41 @@ def beam_search(
         top_columns = top_indices // vocab_size + beam_offsets
         top_scores = tf.gather_nd(accumulated_vr, tf.stack([top_indices % vocab_size, top_columns], -1))
         return top_scores, top_indices
+
+    def best_candidates_from_block_bounds(logits_vr, raw_max_br, sequences, running_scores,
+                                          cur_len):
+        """`best_candidates_vocab_major` without a pass over the processed scores.
+
+        The log-softmax shifts each column by a constant, so a block's largest
+        accumulated score, unprocessed, is that of its largest logit (the same float ops
+        on it: they are non-decreasing). At a step where the processors only ban
+        (`only_bans_at`), that bounds the block's processed scores too. The candidates
+        are then read from the blocks with the highest bounds, twice as many as the
+        beams kept; when their `beams_to_keep`-th score beats every other block's bound
+        (nearly always), they are the answer. Otherwise (a forced token, a banned block
+        leader, ties) the step scores every candidate as `top_k_vocab_major` does: the
+        same scores and indices either way.
+        """
+        # The log-softmax's max, from the blocks (the barrier keeps XLA from merging the two
+        # reductions back into a pass over the logits).
+        max_r = tf.reduce_max(optimization_barrier(raw_max_br)[0], axis=0)
+        log_sum_r = tf.math.log(tf.reduce_sum(tf.exp(logits_vr - max_r), axis=0))
+        scores_r = tf.reshape(running_scores, [rows])
+
+        def accumulated_vr():
+            # log_softmax_vocab_major's ops, then the processors and the beam score; built
+            # where it is read, so XLA computes it for the entries read only.
+            log_probs_vr = (logits_vr - max_r) - log_sum_r
+            return process_vocab_major(process_fn, log_probs_vr, sequences, cur_len) + scores_r
+
+        block_upper_br = ((raw_max_br - max_r) - log_sum_r) + scores_r
+        top_scores, top_indices, exact = top_k_vocab_major_within_bounds(
+            accumulated_vr(), block_upper_br, num_beams, beams_to_keep, 2 * beams_to_keep)
+        return tf.cond(
+            tf.logical_and(exact, process_fn.only_bans_at(cur_len)),
+            lambda: (top_scores, top_indices),
+            lambda: top_k_vocab_major(accumulated_vr(), num_beams, beams_to_keep),
+        )
 
     def beam_step(cur_len, running, running_scores, finished, finished_scores,
                   finished_lengths, is_finished, improvable, all_candidates_ended,

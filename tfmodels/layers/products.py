@@ -72,6 +72,16 @@ def in_xla_context():
     return bool(control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
 
 
+def optimization_barrier(*tensors):
+    """The tensors through XLA's optimisation barrier (under XLA; as they are elsewhere):
+    XLA neither fuses nor rewrites computations across it. Returns a tuple."""
+    if not in_xla_context():
+        return tensors
+    from tensorflow.compiler.tf2xla.python import xla
+
+    return tuple(xla.optimization_barrier(*tensors))
+
+
 def rows_times_transposed(inputs_ri, matrix_oi):
     """`inputs [rows, in] @ matrix [out, in]^T` -> `[rows, out]`, in the orientation the
     current context (XLA or plain graph) runs fastest.
