@@ -828,23 +828,31 @@ def test_single_row_searches_take_the_head_in_row_slices_under_xla(golden, monke
         assert sliced_shapes and set(sliced_shapes) == {head_shape}, (family, sliced_shapes)
 
 
-def _top_level_f32_shapes(hlo_text):
-    """Shapes of the f32 arrays the non-fused computations of an HLO module produce (what
-    the program materialises, as opposed to values computed inside a fused loop)."""
+def _top_level_lines(hlo_text, skipped=()):
+    """The instruction lines of an HLO module's non-fused computations (what the program
+    materialises, as opposed to values computed inside a fused loop), leaving out the
+    computations named in `skipped`."""
     import re
 
-    shapes, computation = set(), None
+    computation = None
     for line in hlo_text.splitlines():
         header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
         if header:
             computation = header.group(1)
         elif line.startswith("}"):
             computation = None
-        elif computation and not re.match(r"(fused_|wrapped_|region_|.*_computation)", computation):
-            produced = re.match(r"\s*(?:ROOT )?%[\w.\-]+ = (f32\[[\d,]*\])", line)
-            if produced:
-                shapes.add(produced.group(1))
-    return shapes
+        elif (computation and computation not in skipped
+              and not re.match(r"(fused_|wrapped_|region_|.*_computation)", computation)):
+            yield line
+
+
+def _top_level_f32_shapes(hlo_text):
+    """Shapes of the f32 arrays the non-fused computations of an HLO module produce."""
+    import re
+
+    produced = (re.match(r"\s*(?:ROOT )?%[\w.\-]+ = (f32\[[\d,]*\])", line)
+                for line in _top_level_lines(hlo_text))
+    return {match.group(1) for match in produced if match}
 
 
 def _materialised_f32_sizes(hlo_text):
@@ -856,18 +864,11 @@ def _materialised_f32_sizes(hlo_text):
     branches = set(re.findall(r"(?:true|false)_computation=%([\w.\-]+)", hlo_text))
     branches |= {name for group in re.findall(r"branch_computations=\{([^}]*)\}", hlo_text)
                  for name in re.findall(r"%([\w.\-]+)", group)}
-    sizes, computation = [], None
-    for line in hlo_text.splitlines():
-        header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
-        if header:
-            computation = header.group(1)
-        elif line.startswith("}"):
-            computation = None
-        elif (computation and computation not in branches
-              and not re.match(r"(fused_|wrapped_|region_|.*_computation)", computation)):
-            produced = re.match(r"\s*(?:ROOT )?%[\w.\-]+ = f32\[([\d,]*)\]\S* ([\w\-]+)\(", line)
-            if produced and produced.group(2) not in ("bitcast", "get-tuple-element", "parameter"):
-                sizes.append(int(np.prod([int(d) for d in produced.group(1).split(",") if d])))
+    sizes = []
+    for line in _top_level_lines(hlo_text, branches):
+        produced = re.match(r"\s*(?:ROOT )?%[\w.\-]+ = f32\[([\d,]*)\]\S* ([\w\-]+)\(", line)
+        if produced and produced.group(2) not in ("bitcast", "get-tuple-element", "parameter"):
+            sizes.append(int(np.prod([int(d) for d in produced.group(1).split(",") if d])))
     return sizes
 
 
