@@ -667,9 +667,12 @@ BOUNDED_BEAM_CASES = [
 ]
 
 
-# mT5's case runs with the slow suite (the default suite's time budget); the golden cases
-# of both families take the bounded steps in test_vocab_major_searches_generate_the_golden_ids.
-@pytest.mark.parametrize("family", ["m2m100", pytest.param("mt5", marks=pytest.mark.slow)])
+# In the slow suite (the default suite's time budget): the default suite's
+# test_vocab_major_searches_generate_the_golden_ids takes the bounded steps for every golden
+# beam case, and test_vocab_major_beam_search_never_materialises_transposed_scores compares
+# them with the full pass.
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(support.FAMILIES))
 def test_bounded_beam_steps_equal_the_full_pass_and_fall_back_when_forced(
         golden, family, monkeypatch):
     """Beam steps that read candidates only from the blocks with the highest bounds give

@@ -274,6 +274,7 @@ def test_screen_decides_every_step_and_gives_the_plain_tokens(family, monkeypatc
     assert int(fallbacks.numpy()) == 0
 
 
+@pytest.mark.slow  # the default suite's time budget; the undecided-row unit tests stay
 @pytest.mark.parametrize("family", ["m2m100"])  # the fallback is the same code for both
 def test_a_screen_too_narrow_to_decide_falls_back_to_the_same_tokens(family, monkeypatch):
     """One candidate per row can rarely exclude the rest: those steps take the float head
