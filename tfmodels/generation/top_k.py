@@ -84,7 +84,7 @@ def top_k_vocab_major(values_vr, members, k):
     if block_size is None or width % block_size or width < 16 * block_size or k > width // block_size:
         # Short or odd widths: the transposed row is small, or has no whole blocks.
         return top_k(tf.reshape(tf.transpose(values_vr), [-1, members * tf.shape(values_vr)[0]]), k)
-    blocks_bsr = tf.reshape(values_vr, [width // block_size, block_size, tf.shape(values_vr)[1]])
+    blocks_bsr = _blocks_of_columns(values_vr, block_size)
     block_max_br = tf.reduce_max(blocks_bsr, axis=1)
     best_values, indices, _ = _top_k_in_best_blocks(blocks_bsr, block_max_br, members, k, k)
     return best_values, indices
@@ -123,7 +123,7 @@ def block_maxima_vocab_major(values_vr, k):
     block_size = vocab_major_block_size(width, k)
     if block_size is None:
         return None
-    blocks_bsr = tf.reshape(values_vr, [width // block_size, block_size, tf.shape(values_vr)[1]])
+    blocks_bsr = _blocks_of_columns(values_vr, block_size)
     return tf.reduce_max(blocks_bsr, axis=1)
 
 
@@ -154,13 +154,18 @@ def top_k_vocab_major_within_bounds(values_vr, block_upper_br, members, k, block
     block_size = vocab_major_block_size(width, k)
     if block_size is None:
         raise ValueError(f"a vocabulary of {width} does not cut into blocks for a top {k}")
-    blocks_bsr = tf.reshape(values_vr, [width // block_size, block_size, tf.shape(values_vr)[1]])
+    blocks_bsr = _blocks_of_columns(values_vr, block_size)
     best_values, indices, best_unread = _top_k_in_best_blocks(
         blocks_bsr, block_upper_br, members, k, max(k, blocks_to_read), report_unread=True)
     # The k-th value as a minimum, not a slice: XLA turns a sort whose outputs are read only
     # through leading slices into its fast top-k, and would merge a slice here into that.
     exact = tf.reduce_all(tf.reduce_min(best_values, axis=1) > best_unread)
     return best_values, indices, exact
+
+
+def _blocks_of_columns(values_vr, block_size):
+    """`[width, rows]` values as `[width / block_size, block_size, rows]` (a free reshape)."""
+    return tf.reshape(values_vr, [values_vr.shape[0] // block_size, block_size, tf.shape(values_vr)[1]])
 
 
 def _top_k_in_best_blocks(blocks_bsr, block_key_br, members, k, blocks_to_read,
