@@ -622,6 +622,8 @@ def test_only_bans_at_marks_the_steps_whose_processors_only_ban():
     unforced = LogitsProcessing(spec, values(forced_bos_token_id=tf.constant([-1, -1]),
                                              forced_eos_token_id=tf.constant(-1)))
     assert all(bool(unforced.only_bans_at(tf.constant(step))) for step in range(1, 6))
+    no_forced_tokens = LogitsProcessing(spec, values())  # no forced BOS / EOS processors
+    assert all(bool(no_forced_tokens.only_bans_at(tf.constant(step))) for step in range(1, 6))
     penalised = LogitsProcessing(
         dataclasses.replace(spec, use_repetition_penalty=True), values())
     assert not penalised.sets_scores_to_constants_only

@@ -230,18 +230,26 @@ class LogitsProcessing:
         processed scores by the unprocessed ones (`search.beam_search`)."""
         if not self.sets_scores_to_constants_only:
             return tf.constant(False)
-        return tf.logical_not(tf.logical_or(self._forces_bos_at(cur_len), self._forces_eos_at(cur_len)))
+        forcing = [step for step in (self._forces_bos_at(cur_len), self._forces_eos_at(cur_len))
+                   if step is not None]
+        if not forcing:
+            return tf.constant(True)
+        return tf.logical_not(tf.reduce_any(tf.stack(forcing)))
 
     def _forces_bos_at(self, cur_len):
+        """Bool scalar: the forced-BOS processor acts at this step; None when the chain has
+        none (decided while tracing)."""
         forced_ids = self.values.forced_bos_token_id
         if not self.spec.allow_forced_bos or forced_ids is None:
-            return tf.constant(False)
+            return None
         return tf.logical_and(tf.equal(cur_len, 1), tf.reduce_any(forced_ids >= 0))
 
     def _forces_eos_at(self, cur_len):
+        """Bool scalar: the forced-EOS processor acts at this step; None when the chain has
+        none."""
         eos_id = self.values.forced_eos_token_id
         if eos_id is None:
-            return tf.constant(False)
+            return None
         return tf.logical_and(tf.equal(cur_len, self.values.max_length - 1), eos_id >= 0)
 
     def __call__(self, scores, sequences, cur_len):
@@ -256,18 +264,20 @@ class LogitsProcessing:
                 lambda scores: apply_min_length(scores, cur_len, values.min_length, self.eos_mask),
                 scores,
             )
-        if spec.allow_forced_bos and values.forced_bos_token_id is not None:
+        forces_bos = self._forces_bos_at(cur_len)
+        if forces_bos is not None:
             forced_ids = values.forced_bos_token_id
             scores = _only_when(
-                self._forces_bos_at(cur_len),
+                forces_bos,
                 lambda scores: apply_forced_token(scores, forced_ids >= 0, forced_ids),
                 scores,
             )
-        if values.forced_eos_token_id is not None:
+        forces_eos = self._forces_eos_at(cur_len)
+        if forces_eos is not None:
             eos_id = values.forced_eos_token_id
             rows = tf.shape(scores)[0]
             scores = _only_when(
-                self._forces_eos_at(cur_len),
+                forces_eos,
                 lambda scores: apply_forced_token(
                     scores, tf.ones([rows], tf.bool), tf.fill([rows], eos_id)
                 ),
