@@ -17,6 +17,7 @@ import tensorflow as tf
 import test_generation_support as support
 from tfmodels.generation import screening
 from tfmodels.generation.screening import screened_greedy_tokens
+from tfmodels.layers import int8_matrix
 from tfmodels.layers.screened_head import ScreenedHead
 
 FAMILIES = sorted(support.FAMILIES)
@@ -66,6 +67,23 @@ def test_screened_head_checks_shapes_and_round_trips_its_config():
         ScreenedHead(300, 8, candidates=0)
     clone = ScreenedHead.from_config(screen.get_config())
     assert (clone.vocab_size, clone.in_dim, clone.candidates) == (300, 8, 5)
+
+
+def test_assign_reads_a_variable_chunk_by_chunk_and_refuses_non_finite_weights(monkeypatch):
+    head = _head(3000, 48)
+    whole = _screen(head)
+    monkeypatch.setattr(int8_matrix, "QUANTIZE_CHUNK_ROWS", 7)  # 429 chunks, a short last one
+    chunked = _screen(tf.Variable(head))
+    for expected, stored in zip(whole.weights, chunked.weights):
+        np.testing.assert_array_equal(stored.numpy(), expected.numpy(), err_msg=stored.name)
+    stored_before = [variable.numpy() for variable in chunked.weights]
+    for bad_value in (np.nan, np.inf):
+        bad_head = head.copy()
+        bad_head[2998, 5] = bad_value  # in the last chunk: nothing may be stored before it
+        with pytest.raises(ValueError, match="screened_head.*NaN or infinite"):
+            chunked.assign(bad_head)
+    for before, variable in zip(stored_before, chunked.weights):
+        np.testing.assert_array_equal(variable.numpy(), before, err_msg=variable.name)
 
 
 # ------------------------------------------------------------------------------ the choice
@@ -254,9 +272,7 @@ def _count_fallbacks(monkeypatch):
     return counter, traced
 
 
-# m2m100's case runs with the slow suite (the default suite's time budget); the golden
-# cases above screen both families.
-@pytest.mark.parametrize("family", [pytest.param("m2m100", marks=pytest.mark.slow), "mt5"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_screen_decides_every_step_and_gives_the_plain_tokens(family, monkeypatch):
     """Plain and screened generation agree (processors of both kinds, padded rows that end
     at different steps), and no step needed the float head."""
@@ -274,7 +290,6 @@ def test_screen_decides_every_step_and_gives_the_plain_tokens(family, monkeypatc
     assert int(fallbacks.numpy()) == 0
 
 
-@pytest.mark.slow  # the default suite's time budget; the undecided-row unit tests stay
 @pytest.mark.parametrize("family", ["m2m100"])  # the fallback is the same code for both
 def test_a_screen_too_narrow_to_decide_falls_back_to_the_same_tokens(family, monkeypatch):
     """One candidate per row can rarely exclude the rest: those steps take the float head

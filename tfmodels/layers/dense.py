@@ -130,7 +130,7 @@ class Dense(keras.layers.Dense):
         check_weight_quantization_mode(mode)
         if not self.built:
             raise ValueError(f"{self.name}: build the layer before quantising its weights")
-        kernel_oi = keras.ops.convert_to_numpy(self.kernel_out_in())
+        kernel_oi = self.kernel_out_in()  # a tensor: quantised without a host copy
         matrix = attach_int8_matrix(self, "int8_kernel", *kernel_oi.shape,
                                     quantize_inputs=mode == "int8_dynamic")
         matrix.assign(kernel_oi)

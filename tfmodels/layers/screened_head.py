@@ -26,8 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfmodels.layers.int8_matrix import (Int8Matrix, checked_float_matrix, quantize_input_rows,
-                                         quantize_rows)
+from tfmodels.layers.int8_matrix import Int8Matrix, quantize_input_rows, quantized_row_chunks
 
 # Relative slack on the stored constants for float32 rounding of the run-time norms and
 # sums (each a few ulps; 2**-10 is far above them and costs nothing measurable).
@@ -37,8 +36,6 @@ CONSTANT_SLACK = 2.0**-10
 # with 64 and all of them with 128 or 256 (256 rows each); one undecided row sends a whole
 # batch-8 step to the float head, which costs more than the wider gather (~1 ms at 8 rows).
 DEFAULT_CANDIDATES = 128
-# Rows per chunk when computing the constants (float64 temporaries of 64 MB at width 1024).
-ASSIGN_CHUNK_ROWS = 8192
 
 
 def float_product_margin(in_dim):
@@ -90,25 +87,23 @@ class ScreenedHead(keras.layers.Layer):
         self.built = True
 
     def assign(self, matrix_oi):
-        """Quantises `[vocab, in_dim]` float weights and computes their bound constants."""
-        matrix_oi = checked_float_matrix(self.name, matrix_oi, (self.vocab_size, self.in_dim))
-        values = np.empty(matrix_oi.shape, np.int8)
-        scale = np.empty([self.vocab_size], np.float32)
-        weight_error = np.empty([self.vocab_size], np.float64)
-        quantized_norm = np.empty([self.vocab_size], np.float64)
+        """Quantises `[vocab, in_dim]` float weights (an array, tensor or variable) and
+        computes their bound constants, row chunk by row chunk (`quantized_row_chunks`)."""
         margin = float_product_margin(self.in_dim)
-        # In row chunks: float64 copies of a whole LM head would take gigabytes.
-        for start in range(0, self.vocab_size, ASSIGN_CHUNK_ROWS):
-            rows = slice(start, start + ASSIGN_CHUNK_ROWS)
-            values[rows], scale[rows] = quantize_rows(matrix_oi[rows])
-            weights = matrix_oi[rows].astype(np.float64)
-            quantized = values[rows].astype(np.float64) * scale[rows].astype(np.float64)[:, None]
-            weight_error[rows] = (np.linalg.norm(weights - quantized, axis=1)
-                                  + margin * np.linalg.norm(weights, axis=1))
-            quantized_norm[rows] = np.linalg.norm(quantized, axis=1)
-        self.screen.assign_quantized(values, scale)
-        self.weight_error.assign((weight_error * (1 + CONSTANT_SLACK)).astype(np.float32))
-        self.quantized_norm.assign((quantized_norm * (1 + CONSTANT_SLACK)).astype(np.float32))
+        values, scales, weight_errors, quantized_norms = [], [], [], []
+        for rows_ni, values_ni, scale_n in quantized_row_chunks(
+                self.name, matrix_oi, (self.vocab_size, self.in_dim)):
+            weights_ni = tf.cast(rows_ni, tf.float64)
+            quantized_ni = tf.cast(values_ni, tf.float64) * tf.cast(scale_n, tf.float64)[:, None]
+            weight_errors.append(tf.norm(weights_ni - quantized_ni, axis=1)
+                                 + margin * tf.norm(weights_ni, axis=1))
+            quantized_norms.append(tf.norm(quantized_ni, axis=1))
+            values.append(values_ni)
+            scales.append(scale_n)
+        self.screen.assign_quantized(tf.concat(values, 0), tf.concat(scales, 0))
+        slack = 1 + CONSTANT_SLACK
+        self.weight_error.assign(tf.cast(tf.concat(weight_errors, 0) * slack, tf.float32))
+        self.quantized_norm.assign(tf.cast(tf.concat(quantized_norms, 0) * slack, tf.float32))
 
     def logit_bounds_vocab_major(self, inputs_ri):
         """`(lower [vocab, rows], upper [vocab, rows])` float32 bounds on

@@ -518,9 +518,10 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         with XLA (the default), in float32; other searches read the float head as before.
         The int8 copy is a snapshot, like `quantize_weights`: call this again after
         changing the weights (training refuses while it is on). It costs a quarter of the
-        head's memory (mt5-small: 128 MB). `candidates` (default
-        `screened_head.DEFAULT_CANDIDATES`): tokens per row scored with the float head;
-        fewer make a step cheaper and undecided steps (which take the float head) likelier.
+        head's memory (mt5-small: 128 MB) and about a second to make (2 threads).
+        `candidates` (default `screened_head.DEFAULT_CANDIDATES`): tokens per row scored
+        with the float head; fewer make a step cheaper and undecided steps (which take
+        the float head) likelier.
 
         Example:
         >>> model.enable_head_screening()  # doctest: +SKIP
