@@ -350,6 +350,28 @@ def test_screening_switches_and_refusals(tmp_path):
         MT5ForConditionalGeneration(config, dtype="mixed_bfloat16").enable_head_screening()
 
 
+def test_loading_new_weights_makes_the_screen_again():
+    """`load_hf_state_dict` into a screened model: the screen is made from the new head, so
+    the screened tokens are the new float model's."""
+    model = _wide_vocab_model("mt5")
+    source = _wide_vocab_model("mt5")
+    rng = np.random.default_rng(4)
+    for variable in source.trainable_weights:  # other weights than `model`'s
+        variable.assign(variable.numpy() + rng.normal(0, 0.05, variable.shape).astype(np.float32))
+    input_ids, attention_mask = _source()
+    expected = source.generate(input_ids, attention_mask=attention_mask, max_new_tokens=6).numpy()
+    model.enable_head_screening(candidates=64)
+    stale = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=6).numpy()
+    model.load_hf_state_dict(source.hf_state_dict())
+    assert model.head_screen.candidates == 64
+    source.enable_head_screening(candidates=64)
+    for ours, theirs in zip(model.head_screen.weights, source.head_screen.weights, strict=True):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=ours.path)
+    got = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=6).numpy()
+    assert got.tolist() == expected.tolist()
+    assert got.tolist() != stale.tolist()  # the two weight sets generate differently
+
+
 # ------------------------------------------------------------------------------ serving
 def test_export_settings_refuse_what_the_screen_cannot_serve():
     from savedmodel.export_settings import ExportSettings

@@ -361,6 +361,28 @@ def test_quantise_refuses_training_and_removing_restores_the_float_model(family)
     model.fit(data, verbose=0)  # trains again
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_loading_new_weights_quantises_them_again(family, mode):
+    """`load_hf_state_dict` into a quantised model: the int8 copies follow the new weights
+    (as if the model had been quantised after loading), not the ones they were made from."""
+    model = small_model(family, seed=0)
+    source = small_model(family, seed=1)
+    model.quantize_weights(mode)
+    input_ids, attention_mask, _ = _batch(family)
+    stale = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=5).numpy()
+    model.load_hf_state_dict(source.hf_state_dict())
+    source.quantize_weights(mode)
+    assert model.weight_quantization == mode
+    for ours, theirs in zip(model.int8_matrices(), source.int8_matrices(), strict=True):
+        np.testing.assert_array_equal(ours.panels.numpy(), theirs.panels.numpy(), err_msg=ours.path)
+        np.testing.assert_array_equal(ours.scale.numpy(), theirs.scale.numpy(), err_msg=ours.path)
+    expected = source.generate(input_ids, attention_mask=attention_mask, max_new_tokens=5).numpy()
+    got = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=5).numpy()
+    assert got.tolist() == expected.tolist()
+    assert got.tolist() != stale.tolist()  # the two weight sets generate differently
+
+
 def test_quantise_errors_name_the_problem():
     model = small_model("m2m100", seed=0)
     with pytest.raises(ValueError, match="Unknown weight quantization mode 'bf16'.*int8, int8_dynamic"):

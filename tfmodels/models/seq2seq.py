@@ -436,7 +436,7 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         converts the encoder's projections the same way (as CTranslate2's int8 does).
 
         Call it after loading the weights (it quantises their current values; call it
-        again after changing them). The float weights stay in the model: checkpoints
+        again after changing them, which `load_hf_state_dict` does). The float weights stay in the model: checkpoints
         (`save_pretrained`) write them, and `remove_weight_quantization()` goes back to
         them, e.g. before training, which a quantised model refuses.
 
@@ -517,7 +517,7 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         It applies to greedy search without sampling or `output_vocabulary`, compiled
         with XLA (the default), in float32; other searches read the float head as before.
         The int8 copy is a snapshot, like `quantize_weights`: call this again after
-        changing the weights (training refuses while it is on). It costs a quarter of the
+        changing the weights (`load_hf_state_dict` does; training refuses while it is on). It costs a quarter of the
         head's memory (mt5-small: 128 MB) and about a second to make (2 threads).
         `candidates` (default `screened_head.DEFAULT_CANDIDATES`): tokens per row scored
         with the float head; fewer make a step cheaper and undecided steps (which take
@@ -681,6 +681,9 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         """Assigns reference-named, PyTorch-layout numpy tensors to the model's variables.
 
         Missing, unexpected and mis-shaped tensors are all reported in one ValueError.
+        The copies made from the float weights (`quantize_weights`' int8 copies, the
+        head's screen) are made again from the new ones, in the same mode: they would
+        otherwise still stand for the weights they were made from.
         """
         from converters.state_dict import match_state_dict
 
@@ -697,6 +700,10 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
             if transpose:
                 array = array.T
             variable.assign(array.astype(variable.dtype))
+        if self.weight_quantization:
+            self.quantize_weights(self.weight_quantization)
+        elif self.head_screen is not None:
+            self.enable_head_screening(self.head_screen.candidates)
 
     def _tensors_for_this_head(self, tensors):
         """Lets any head load a checkpoint written for another head of the same family,
