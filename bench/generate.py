@@ -57,7 +57,9 @@ with and without XLA, and under XLA as independent products over row slices too,
 before and after the engines; the fastest counts), the
 head-shaped rate beside it (the same single-row product by a matrix of the model's own
 LM-head shape, under XLA, in the probe's process), first-call
-compile time and peak RSS of every engine process.
+compile time, set-up time ("setup s": building or loading the model in the engine's
+process, with its int8 copies or head screen where the engine makes them; CTranslate2's
+conversion is not in it) and peak RSS of every engine process.
 
 `--rounds N` runs every engine N times, interleaved (all engines, then all again, ...), and
 keeps each engine's fastest call per setting: on a shared machine the speed moves by tens
@@ -575,13 +577,16 @@ def _run_engines_once(arguments, name, spec, engines, settings, repeats, ct2_pyt
 
 def merge_rounds(results):
     """One engine's per-round results -> one result: per setting, the fastest call of any
-    round; the compile time of the round with the least; the largest peak RSS. `spread` is
+    round; the compile and set-up times of the rounds with the least; the largest peak
+    RSS. `spread` is
     the largest ratio, over settings, of the slowest round's best call to the fastest's
     (0.0 with one round). A failed round is dropped; if all failed, the first error stays.
 
-    >>> merge_rounds([{"results": {"1x1": {"first": 9.0, "best": 1.0}}, "peak_rss_mb": 10},
-    ...               {"results": {"1x1": {"first": 6.0, "best": 1.25}}, "peak_rss_mb": 12}])
-    {'results': {'1x1': {'first': 9.0, 'best': 1.0}}, 'peak_rss_mb': 12, 'compile_s': 4.75, 'spread': 0.25, 'rounds': 2}
+    >>> merge_rounds([{"results": {"1x1": {"first": 9.0, "best": 1.0}}, "peak_rss_mb": 10,
+    ...                "build_s": 2.0},
+    ...               {"results": {"1x1": {"first": 6.0, "best": 1.25}}, "peak_rss_mb": 12,
+    ...                "build_s": 1.5}])
+    {'results': {'1x1': {'first': 9.0, 'best': 1.0}}, 'peak_rss_mb': 12, 'compile_s': 4.75, 'setup_s': 1.5, 'spread': 0.25, 'rounds': 2}
     """
     good = [result for result in results if "error" not in result]
     if not good:
@@ -596,6 +601,8 @@ def merge_rounds(results):
         "results": merged,
         "peak_rss_mb": max(result["peak_rss_mb"] for result in good),
         "compile_s": min(_compile_seconds(result["results"]) for result in good),
+        "setup_s": min((result["build_s"] for result in good if "build_s" in result),
+                       default=None),
         "spread": max(spreads),
         "rounds": len(good),
     }
@@ -625,7 +632,7 @@ def _print_table(label, settings, ceiling, rows):
     keys = [f"{batch}x{beams}" for batch, beams in settings]
     print(f"\n{label}: tokens/s (batch x {NEW_TOKENS} new tokens / best call)")
     print(f"  {'engine':<20}" + "".join(f"{c:>14}" for c in columns)
-          + f"{'compile s':>11}{'peak RSS MB':>13}{'spread':>9}")
+          + f"{'compile s':>11}{'setup s':>9}{'peak RSS MB':>13}{'spread':>9}")
     speeds = {}
     for engine, row in rows.items():
         if "error" in row:
@@ -638,8 +645,10 @@ def _print_table(label, settings, ceiling, rows):
             speeds[engine][key] = tokens
             cells.append(f"{tokens:>14.1f}")
         compile_s = row.get("compile_s", _compile_seconds(row["results"]))
+        setup_s = row.get("setup_s", row.get("build_s"))
+        setup = f"{setup_s:>9.1f}" if setup_s is not None else f"{'-':>9}"
         spread = f"{100 * row['spread']:>8.0f}%" if row.get("rounds", 1) > 1 else f"{'-':>9}"
-        print(f"  {engine:<20}" + "".join(cells) + f"{compile_s:>11.1f}"
+        print(f"  {engine:<20}" + "".join(cells) + f"{compile_s:>11.1f}{setup}"
               f"{row['peak_rss_mb']:>13.0f}{spread}")
     if "error" not in ceiling:
         print(f"  bandwidth ceiling: {ceiling['gb_per_s']:.1f} GB/s over "

@@ -23,16 +23,19 @@ def bench():
     return _load_script(BENCH_PATH, "bench_generate_under_test")
 
 
-def _round(first_best_by_key, rss=100.0):
-    return {"results": {key: {"first": first, "best": best}
-                        for key, (first, best) in first_best_by_key.items()},
-            "peak_rss_mb": rss}
+def _round(first_best_by_key, rss=100.0, build_s=None):
+    result = {"results": {key: {"first": first, "best": best}
+                          for key, (first, best) in first_best_by_key.items()},
+              "peak_rss_mb": rss}
+    if build_s is not None:
+        result["build_s"] = build_s
+    return result
 
 
 def test_merge_keeps_each_settings_fastest_round_and_the_least_compile(bench):
     merged = bench.merge_rounds([
-        _round({"1x1": (10.0, 2.0), "8x1": (12.0, 4.0)}, rss=300),
-        _round({"1x1": (7.0, 2.5), "8x1": (9.0, 3.0)}, rss=200),
+        _round({"1x1": (10.0, 2.0), "8x1": (12.0, 4.0)}, rss=300, build_s=1.5),
+        _round({"1x1": (7.0, 2.5), "8x1": (9.0, 3.0)}, rss=200, build_s=2.5),
     ])
     # Per setting, the round with the faster best call wins (not one round for all).
     assert merged["results"]["1x1"] == {"first": 10.0, "best": 2.0}
@@ -40,6 +43,7 @@ def test_merge_keeps_each_settings_fastest_round_and_the_least_compile(bench):
     # Compile: per round, the largest first-minus-best over settings; then the least round.
     assert merged["compile_s"] == pytest.approx(min(max(8.0, 8.0), max(4.5, 6.0)))
     assert merged["peak_rss_mb"] == 300
+    assert merged["setup_s"] == 1.5  # the round with the least set-up time
     # Spread: the slowest round's best over the fastest's, worst setting (8x1: 4/3).
     assert merged["spread"] == pytest.approx(4.0 / 3.0 - 1.0)
     assert merged["rounds"] == 2
@@ -54,16 +58,18 @@ def test_merge_drops_failed_rounds_and_keeps_an_error_when_all_failed(bench):
 
 def test_table_prints_the_merged_compile_time_and_spread(bench, capsys):
     rows = {
-        "tfmodels": bench.merge_rounds([_round({"1x1": (5.0, 1.0)}), _round({"1x1": (3.0, 2.0)})]),
+        "tfmodels": bench.merge_rounds([_round({"1x1": (5.0, 1.0)}, build_s=3.0),
+                                        _round({"1x1": (3.0, 2.0)}, build_s=2.3)]),
         "ct2-fp32": _round({"1x1": (1.5, 0.5)}),
     }
     bench._print_table("tiny", [(1, 1)], {"error": "no probe"}, rows)
     table = capsys.readouterr().out
+    assert "setup s" in table.splitlines()[2]
     ours = next(line for line in table.splitlines() if line.strip().startswith("tfmodels "))
-    # 32 tokens / 1.0 s; compile min(4.0, 1.0) = 1.0; spread 100 %.
-    assert ours.split()[1:5] == ["32.0", "1.0", "100", "100%"]
+    # 32 tokens / 1.0 s; compile min(4.0, 1.0) = 1.0; set-up min(3.0, 2.3); spread 100 %.
+    assert ours.split()[1:6] == ["32.0", "1.0", "2.3", "100", "100%"]
     peer = next(line for line in table.splitlines() if line.strip().startswith("ct2-fp32"))
-    assert peer.split()[-1] == "-"  # a single round has no spread
+    assert peer.split()[-3:] == ["-", "100", "-"]  # no set-up time given; one round, no spread
     assert "0.50" in table  # the ratio ours / ct2-fp32 = 32 / 64
 
 
