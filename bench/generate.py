@@ -174,9 +174,9 @@ def worker_ceiling(name, repeats):
             results[("xla" if jit else "graph") + ("-rows" if transposed else "")] = (
                 _single_row_seconds(tf, vector, weights, transposed, jit, repeats))
     # And as independent products over row slices of the `[out, in]` matrix, the form
-    # this package gives an LM head's single-row product (`products.SINGLE_ROW_SLICES`:
-    # enough slices for XLA to run them on two threads, and a sliced product streams
-    # faster than a lone one).
+    # this package gives an LM head's single-row product on AMD processors
+    # (`products.single_row_slices()`: enough slices for XLA to run them on two threads;
+    # there a sliced product streams faster than a lone one).
     results["xla-rows-sliced"] = _single_row_seconds(
         tf, vector, rows_matrix, True, True, repeats, sliced=True)
     best = min(results.values())
@@ -217,12 +217,12 @@ def _head_shaped_gb_per_s(tf, name, repeats):
 def _single_row_seconds(tf, vector, weights, transposed, jit_compile, repeats, sliced=False):
     """Best seconds of `vector [1, in] @ weights` (`weights^T` when `transposed`); `sliced`
     (transposed only) takes it as this package does for an LM head under XLA
-    (`products.sliced_single_row_product`)."""
-    from tfmodels.layers.products import sliced_single_row_product
+    (`products.sliced_single_row_product`, in its AMD slice count)."""
+    from tfmodels.layers.products import AMD_SINGLE_ROW_SLICES, sliced_single_row_product
 
     def product_sum(v):
         if sliced:
-            return tf.reduce_sum(sliced_single_row_product(v, weights))
+            return tf.reduce_sum(sliced_single_row_product(v, weights, AMD_SINGLE_ROW_SLICES))
         return tf.reduce_sum(tf.matmul(v, weights, transpose_b=transposed))
 
     product = tf.function(product_sum, jit_compile=jit_compile)

@@ -803,9 +803,10 @@ def test_vocab_major_searches_generate_the_golden_ids(golden, monkeypatch):
 
 def test_single_row_searches_take_the_head_in_row_slices_under_xla(golden, monkeypatch):
     """Batch-1 greedy under XLA multiplies its one row by the LM head as independent
-    products over row slices (`products.SINGLE_ROW_SLICES`; the threshold is lowered to the
-    fixtures' head size, so that only the head qualifies), for mT5's untied head and
-    m2m100's tied one alike, and gives the plain graph's ids."""
+    products over row slices (`products.single_row_slices()`, set to the AMD count on any
+    machine; the threshold is lowered to the fixtures' head size, so that only the head
+    qualifies), for mT5's untied head and m2m100's tied one alike, and gives the plain
+    graph's ids."""
     from tfmodels.layers import products
 
     sliced_shapes = []
@@ -816,6 +817,7 @@ def test_single_row_searches_take_the_head_in_row_slices_under_xla(golden, monke
         return sliced_product(inputs_1i, matrix_oi)
 
     monkeypatch.setattr(products, "sliced_single_row_product", recorded)
+    monkeypatch.setattr(products, "SINGLE_ROW_SLICES", products.AMD_SINGLE_ROW_SLICES)
     for family in sorted(support.FAMILIES):
         model = support.load_fixture_model(family)
         head_shape = (model.config.vocab_size, model.config.d_model)

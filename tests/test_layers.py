@@ -420,21 +420,37 @@ def test_few_row_products_run_in_panels_under_xla(rows, panelled):
                                rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("out_dim,sliced", [(4099, True), (4096, True), (2048, False)])
+@pytest.mark.parametrize("vendor,expected", [("AuthenticAMD", 16), ("GenuineIntel", 1), ("", 1)])
+def test_the_processor_decides_the_single_row_slices_unless_they_are_set(
+        vendor, expected, monkeypatch):
+    """Sliced single-row products where they were measured faster (AMD), the lone product
+    elsewhere; a set `SINGLE_ROW_SLICES` wins either way."""
+    from tfmodels.layers import products
+
+    monkeypatch.setattr(products, "cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(products, "SINGLE_ROW_SLICES", None)
+    assert products.single_row_slices() == expected
+    monkeypatch.setattr(products, "SINGLE_ROW_SLICES", 4)
+    assert products.single_row_slices() == 4
+
+
+@pytest.mark.parametrize("out_dim,slices,products_expected", [
+    (4099, 16, 16), (4096, 16, 16), (4096, 1, 1), (2048, 16, 1)])
 def test_single_row_products_by_huge_matrices_run_as_row_slices_under_xla(
-        out_dim, sliced, monkeypatch):
+        out_dim, slices, products_expected, monkeypatch):
     """Under XLA, one row times a matrix of at least `SINGLE_ROW_SLICE_MIN_ELEMENTS`
-    entries (an LM head) runs as `SINGLE_ROW_SLICES` independent products over row slices
-    of the matrix (uneven row counts included), concatenated; smaller matrices keep the one
-    product; the values are the plain graph's."""
+    entries (an LM head) runs as `single_row_slices()` independent products over row slices
+    of the matrix (uneven row counts included), concatenated, or as the one product where
+    that is 1; smaller matrices keep the one product; the values are the plain graph's."""
     from tfmodels.layers import products
 
     # The real threshold is 2**24 entries (an LM head); a smaller one keeps the test fast.
     monkeypatch.setattr(products, "SINGLE_ROW_SLICE_MIN_ELEMENTS", 4096 * 64)
+    monkeypatch.setattr(products, "SINGLE_ROW_SLICES", slices)
     matrix_oi = tf.random.stateless_normal((out_dim, 64), seed=(1, 2))
     row = tf.random.stateless_normal((1, 64), seed=(3, 4))
     hlo = optimized_hlo(lambda x: products.rows_times_transposed(x, matrix_oi), row)
-    assert hlo.count(" dot(") == (products.SINGLE_ROW_SLICES if sliced else 1)
+    assert hlo.count(" dot(") == products_expected
     compiled = tf.function(products.rows_times_transposed, jit_compile=True)(row, matrix_oi)
     plain = tf.function(products.rows_times_transposed)(row, matrix_oi)
     assert compiled.shape == plain.shape == (1, out_dim)

@@ -19,11 +19,11 @@ decoding step at batch 8 100 instead of 126-141 ms. A single row keeps the plain
 A panel product's own output is `[out, rows]`; `output_major_product` returns it as it is,
 for consumers that can work in that layout (the decoding searches over the vocabulary).
 
-Under XLA, a single row by a very large matrix (an LM head) is taken as
-`SINGLE_ROW_SLICES` independent products over consecutive row slices of the matrix,
+Under XLA on an AMD processor, a single row by a very large matrix (an LM head) is taken
+as `single_row_slices()` independent products over consecutive row slices of the matrix,
 concatenated (XLA fuses each slice into its product, so nothing is copied). Each output is
 still its row's dot product with the input (summed in the fused kernel's order): same ids.
-Two effects, both profiled (xprof) in the decoding loops on 2 threads:
+Two effects, both profiled (xprof) in the decoding loops on 2 threads of an AMD EPYC:
 - A sliced product streams faster than the lone one, which XLA runs as one 16-19 ms task
   per step for mt5-small's `[250112, 512]` head; four slices took 3.6-4.0 ms each.
 - XLA's CPU runtime hands ready work to another thread only while more than 8 thunks are
@@ -38,7 +38,16 @@ mt5-small batch-1 greedy, same process and weights, median tokens/s: 1 -> 4 slic
 47.5 -> 47.8, 50.1 -> 50.6 (four runs). m2m100_418M's head (`[128112, 1024]`) neither gains
 nor loses (median tokens/s 24.8 / 24.9 for 1 / 4 slices in one run, 26.3 / 26.5 for 4 /
 16 in another).
+Those numbers are from an AMD EPYC (Zen 4). On an Intel Xeon with AMX (2 vCPUs, 480 MB of
+L3) the lone product, which XLA emits with its tiled matrix-vector kernel, is the faster
+one and every sliced form (each slice a fused loop) is slower: mt5-small 38.5 / 30.3 /
+30.9 / 29.9 tokens/s with 1 / 2 / 4 / 16 slices, m2m100_418M 21.2 / 17.2 with 1 / 16
+(best of 9 calls each, same process and weights). So the slices are taken on AMD
+processors only (`single_row_slices`).
 """
+
+import functools
+import platform
 
 import tensorflow as tf
 
@@ -53,13 +62,47 @@ PANEL_PRODUCT_MIN_ELEMENTS = 2**18
 PANEL_MAX_ELEMENTS = 2**21
 MIN_PANEL_ROWS = 64
 # Single-row products under XLA by matrices of at least this many entries (64 MB of
-# float32: the LM heads, not the projections) run as `SINGLE_ROW_SLICES` independent
+# float32: the LM heads, not the projections) run as `single_row_slices()` independent
 # products over row slices (see above). Smaller matrices lose by it: splitting
 # m2m100_418M's 4096x1024 feed-forward matrices too made batch-1 greedy 15-25 % slower.
-# 16 = two threads' worth: XLA splits a ready queue of more than 8 thunks in halves, so
-# each further thread would need about 8 more slices (not measured: this machine has 2).
 SINGLE_ROW_SLICE_MIN_ELEMENTS = 2**24
-SINGLE_ROW_SLICES = 16
+# None: `single_row_slices()` decides by the processor; a number fixes the slice count
+# (1: the lone product).
+SINGLE_ROW_SLICES = None
+# 16 = two threads' worth: XLA splits a ready queue of more than 8 thunks in halves, so
+# each further thread would need about 8 more slices (not measured: the machine had 2).
+AMD_SINGLE_ROW_SLICES = 16
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_vendor():
+    """The processor's vendor string (`"AuthenticAMD"`, `"GenuineIntel"`, ...), or "" when
+    it cannot be told; read once per process."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("vendor_id"):
+                    return line.partition(":")[2].strip()
+    except OSError:  # not Linux: the platform's own description, where it names one
+        description = platform.processor()
+        return next((vendor for vendor in ("AuthenticAMD", "GenuineIntel")
+                     if vendor in description), "")
+    return ""
+
+
+def single_row_slices():
+    """How many row slices an LM head's single-row product takes under XLA (see the module
+    docstring): `SINGLE_ROW_SLICES` when set; otherwise `AMD_SINGLE_ROW_SLICES` on an AMD
+    processor, where sliced products streamed faster, and 1 (the lone product) on any
+    other, where the one measured (an Intel Xeon) read the head faster unsliced.
+
+    Example:
+    >>> single_row_slices() in (1, AMD_SINGLE_ROW_SLICES)
+    True
+    """
+    if SINGLE_ROW_SLICES is not None:
+        return max(1, int(SINGLE_ROW_SLICES))
+    return AMD_SINGLE_ROW_SLICES if cpu_vendor() == "AuthenticAMD" else 1
 
 
 def in_xla_context():
@@ -103,23 +146,25 @@ def rows_times_transposed(inputs_ri, matrix_oi):
 
 def _takes_row_slices(inputs_ri, matrix_oi):
     """True for a (static) single row by a matrix of at least
-    `SINGLE_ROW_SLICE_MIN_ELEMENTS` entries."""
+    `SINGLE_ROW_SLICE_MIN_ELEMENTS` entries, where `single_row_slices()` is more than 1."""
     elements = matrix_oi.shape.num_elements()  # None unless static
     return (is_single_row(inputs_ri) and elements is not None
-            and elements >= SINGLE_ROW_SLICE_MIN_ELEMENTS)
+            and elements >= SINGLE_ROW_SLICE_MIN_ELEMENTS and single_row_slices() > 1)
 
 
-def sliced_single_row_product(inputs_1i, matrix_oi):
-    """`inputs [1, in] @ matrix [out, in]^T` -> `[1, out]`, as `SINGLE_ROW_SLICES` (at most
-    `out`) independent products over consecutive row slices of the matrix, concatenated (what
-    `rows_times_transposed` takes under XLA for a single row by an LM head).
+def sliced_single_row_product(inputs_1i, matrix_oi, slices=None):
+    """`inputs [1, in] @ matrix [out, in]^T` -> `[1, out]`, as `slices` (default
+    `single_row_slices()`; at most `out`) independent products over consecutive row slices
+    of the matrix, concatenated (what `rows_times_transposed` takes under XLA for a single
+    row by an LM head, where it takes more than one).
 
     Example:
-    >>> sliced_single_row_product(tf.ones([1, 3]), tf.ones([6, 3])).numpy()
+    >>> sliced_single_row_product(tf.ones([1, 3]), tf.ones([6, 3]), slices=4).numpy()
     array([[3., 3., 3., 3., 3., 3.]], dtype=float32)
     """
     out_dim = matrix_oi.shape[0]
-    slices = max(1, min(SINGLE_ROW_SLICES, out_dim))  # no empty slices for tiny matrices
+    slices = single_row_slices() if slices is None else slices
+    slices = max(1, min(slices, out_dim))  # no empty slices for tiny matrices
     bounds = [out_dim * index // slices for index in range(slices + 1)]
     outputs = [
         tf.matmul(inputs_1i, matrix_oi[start:stop], transpose_b=True)
