@@ -437,9 +437,10 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         converts the encoder's projections the same way (as CTranslate2's int8 does).
 
         Call it after loading the weights (it quantises their current values; call it
-        again after changing them, which `load_hf_state_dict` does). The float weights stay in the model: checkpoints
-        (`save_pretrained`) write them, and `remove_weight_quantization()` goes back to
-        them, e.g. before training, which a quantised model refuses.
+        again after changing them, which `load_hf_state_dict` does). The float weights
+        stay in the model: checkpoints (`save_pretrained`) write them, and
+        `remove_weight_quantization()` goes back to them, e.g. before training, which a
+        quantised model refuses.
 
         Example:
         >>> model.quantize_weights("int8")  # doctest: +SKIP
@@ -518,8 +519,9 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         It applies to greedy search without sampling or `output_vocabulary`, compiled
         with XLA (the default), in float32; other searches read the float head as before.
         The int8 copy is a snapshot, like `quantize_weights`: call this again after
-        changing the weights (`load_hf_state_dict` does; training refuses while it is on). It costs a quarter of the
-        head's memory (mt5-small: 128 MB) and about a second to make (2 threads).
+        changing the weights (`load_hf_state_dict` does; training refuses while it is
+        on). It costs a quarter of the head's memory (mt5-small: 128 MB) and about a
+        second to make (2 threads).
         `candidates` (default `screened_head.DEFAULT_CANDIDATES`): tokens per row scored
         with the float head; fewer make a step cheaper and undecided steps (which take
         the float head) likelier.
