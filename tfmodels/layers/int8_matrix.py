@@ -76,12 +76,11 @@ def quantized_row_chunks(owner_name, matrix_oi, shape=None, chunk_rows=None):
 
     It runs eagerly in TensorFlow on the matrix as it is stored, so a variable is never
     copied whole to the host (`enable_head_screening` on mt5-small: 1.2-1.4 instead of
-    2.6-4.8 s on 2 threads). It
-    is `quantize_input_rows`' rule, op by op; traced into a graph, the same ops gave
-    1-ulp different scales for about 5 % of an LM head's rows. Raises a ValueError that
-    names `owner_name` for a matrix that is not `[out, in]` (or not `shape`), or that
-    holds a NaN or an infinity (checked chunk by chunk, before the caller stores
-    anything).
+    2.6-4.8 s on 2 threads). It is `quantize_input_rows`' rule, op by op; traced into a
+    graph, the same ops gave 1-ulp different scales for about 5 % of an LM head's rows.
+    Raises a ValueError that names `owner_name` for a matrix that is not `[out, in]` (or
+    not `shape`), or that holds a NaN or an infinity (checked chunk by chunk, before the
+    caller stores anything).
 
     Example:
     >>> [(v.numpy().tolist(), s.numpy().tolist()) for _, v, s in quantized_row_chunks(
@@ -120,9 +119,16 @@ def quantize_rows(matrix_oi):
     >>> values.tolist(), scale.tolist()
     ([[64, -127], [0, 0]], [0.007874015718698502, 1.0])
     """
-    chunks = list(quantized_row_chunks("quantize_rows", matrix_oi))
-    return (tf.concat([values for _, values, _ in chunks], 0).numpy(),
-            tf.concat([scale for _, _, scale in chunks], 0).numpy())
+    values, scale = _quantized_rows("quantize_rows", matrix_oi)
+    return values.numpy(), scale.numpy()
+
+
+def _quantized_rows(owner_name, matrix_oi, shape=None):
+    """`quantized_row_chunks`' chunks joined: `(int8 [out, in], float32 scale [out])`
+    tensors."""
+    chunks = list(quantized_row_chunks(owner_name, matrix_oi, shape))
+    return (tf.concat([values for _, values, _ in chunks], 0),
+            tf.concat([scale for _, _, scale in chunks], 0))
 
 
 def quantize_input_rows(inputs_ri):
@@ -260,9 +266,7 @@ class Int8Matrix(keras.layers.Layer):
     def assign(self, matrix_oi):
         """Quantises an `[out_dim, in_dim]` float matrix (an array, tensor or variable)
         into the variables (`quantized_row_chunks`)."""
-        chunks = list(quantized_row_chunks(self.name, matrix_oi, (self.out_dim, self.in_dim)))
-        self.assign_quantized(tf.concat([values for _, values, _ in chunks], 0),
-                              tf.concat([scale for _, _, scale in chunks], 0))
+        self.assign_quantized(*_quantized_rows(self.name, matrix_oi, (self.out_dim, self.in_dim)))
 
     def assign_quantized(self, values, scale):
         """Stores `quantize_rows`' output (arrays or tensors): `[out_dim, in_dim]` int8
