@@ -493,7 +493,7 @@ def test_decoding_lm_head_matches_compute_logits(models, monkeypatch):
 
 
 @pytest.mark.parametrize("module_name", ["generate", "generation_config", "graph",
-                                         "logits_processors", "screening", "top_k"])
+                                         "logits_processors", "screening", "search", "top_k"])
 def test_generation_docstring_examples_run(module_name):
     """The generation modules' docstring examples run as written."""
     assert_docstring_examples_run(f"tfmodels.generation.{module_name}", tf=tf, np=np)
@@ -949,6 +949,20 @@ def test_vocab_major_beam_search_never_materialises_transposed_scores(monkeypatc
         full = tf.function(search_fn(True), jit_compile=True)(offset)
     for bounded_result, full_result in zip(results[True], full):
         np.testing.assert_array_equal(bounded_result.numpy(), full_result.numpy())
+
+
+def test_vocabulary_exp_sum_stays_with_xla_reduction():
+    """The beam search's log-softmax sum over a large `[vocab, rows]` (here 65536 x 8)
+    is not handed to YNNPACK under XLA (TensorFlow 2.21 hands a plain
+    `reduce_sum(exp(...))` of this size to it), and it is the same sum, compiled or not."""
+    from tfmodels.generation import search
+
+    shifted_vr = tf.random.stateless_normal([65536, 8], seed=[3, 4]) - 4.0
+    expected = np.exp(shifted_vr.numpy().astype(np.float64)).sum(axis=0, keepdims=True)
+    for jit_compile in (True, False):
+        total = tf.function(search.exp_sum_vocab_major, jit_compile=jit_compile)(shifted_vr)
+        np.testing.assert_allclose(total.numpy(), expected, rtol=1e-5)
+    assert "__ynn_fusion" not in optimized_hlo(search.exp_sum_vocab_major, shifted_vr)
 
 
 def test_step_dependent_processors_are_selects_under_xla():

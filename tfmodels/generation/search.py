@@ -27,7 +27,7 @@ from tfmodels.generation.top_k import (
     top_k_vocab_major,
     top_k_vocab_major_within_bounds,
 )
-from tfmodels.layers.products import optimization_barrier
+from tfmodels.layers.products import in_xla_context, optimization_barrier
 
 # The reference's "impossible" score offset for beams that must not be selected.
 LARGE_NEGATIVE = -1.0e9
@@ -48,11 +48,33 @@ def _keep_static_shapes(new_values, old_values):
     return new_values
 
 
+def exp_sum_vocab_major(shifted_vr):
+    """`reduce_sum(exp(shifted_vr), axis=0, keepdims=True)` of `[vocab, rows]` values.
+
+    Under XLA the exponentials are multiplied by a one that XLA cannot fold away (through
+    an optimisation barrier; the product changes no bit of them). XLA:CPU (TensorFlow
+    2.21) hands a large sum whose operand is an `exp` to its YNNPACK reduction; the sum of
+    a product stays with XLA's own reduction, which splits it over the threads. mT5's
+    `[250112, 32]` at 8 x 4 beams, profiled in the decoding loop on 2 threads of an Intel
+    Xeon: 4.6 instead of 8.4 ms per step for the exponentials and their sum, and
+    `bench`-style 8 x 4 beam search 93-94 -> 100-102 tokens/s.
+
+    Example:
+    >>> exp_sum_vocab_major(tf.zeros([5, 2])).numpy()
+    array([[5., 5.]], dtype=float32)
+    """
+    exps_vr = tf.exp(shifted_vr)
+    if in_xla_context():
+        one_1r = optimization_barrier(tf.ones_like(shifted_vr[:1]))[0]
+        exps_vr = exps_vr * one_1r
+    return tf.reduce_sum(exps_vr, axis=0, keepdims=True)
+
+
 def log_softmax_vocab_major(logits_vr):
     """`tf.nn.log_softmax` over the vocabulary of `[vocab, rows]` logits (the same
     max-shifted form), reducing over the leading axis in memory order."""
     shifted_vr = logits_vr - tf.reduce_max(logits_vr, axis=0, keepdims=True)
-    return shifted_vr - tf.math.log(tf.reduce_sum(tf.exp(shifted_vr), axis=0, keepdims=True))
+    return shifted_vr - tf.math.log(exp_sum_vocab_major(shifted_vr))
 
 
 def process_vocab_major(process_fn, scores_vr, sequences, cur_len):
@@ -300,7 +322,7 @@ def beam_search(
         # The log-softmax's max, from the blocks (the barrier keeps XLA from merging the two
         # reductions back into a pass over the logits).
         max_r = tf.reduce_max(optimization_barrier(raw_max_br)[0], axis=0)
-        log_sum_r = tf.math.log(tf.reduce_sum(tf.exp(logits_vr - max_r), axis=0))
+        log_sum_r = tf.math.log(exp_sum_vocab_major(logits_vr - max_r)[0])
         scores_r = tf.reshape(running_scores, [rows])
 
         def accumulated_vr():
