@@ -25,6 +25,7 @@ from tfmodels.layers import (
     padding_aware_position_ids,
 )
 from tfmodels.layers.activations import ACTIVATION_NAMES
+from tfmodels.layers.attention import MASKED_BIAS
 from tfmodels.layers.relative_position_bias import relative_position_bucket
 
 from helpers import assert_docstring_examples_run, optimized_hlo
@@ -542,3 +543,43 @@ def test_cache_update_is_in_place_under_xla(new_len):
         np.testing.assert_array_equal(fn(cache, update, position).numpy(), expected)
     hlo = optimized_hlo(write, cache, update, position)
     assert "dynamic-update-slice(" in hlo and "select(" not in hlo
+
+
+@pytest.mark.parametrize("query_length", [1, 3])
+def test_precomputed_keys_shared_by_groups_of_queries(query_length):
+    """A search's cross-attention keeps one precomputed key/value cache per input and
+    attends with that input's beams (consecutive query rows) as one group: the same
+    outputs and weights as attending each row to its own copy of the cache, under XLA,
+    in a plain graph with a dynamic batch, and eagerly."""
+    attention = MultiHeadAttention(num_heads=2, head_dim=6, hidden_dim=16, use_bias=True,
+                                   scale_queries=True, name="attention")
+    groups, members, source_length = 2, 3, 7
+    encoder_states = _hidden((groups, source_length, 16), 1)
+    queries = _hidden((groups * members, query_length, 16), 2)
+    keep = np.ones([groups, source_length], bool)
+    keep[1, 5:] = False  # the second input is shorter
+    bias_g = tf.where(tf.constant(keep)[:, None, None, :], 0.0, MASKED_BIAS)
+    attention(queries[:groups], key_value_states=encoder_states)  # builds
+    cache_g = attention.project_key_value(encoder_states)
+
+    def repeated(tensor):
+        return tf.repeat(tensor, members, axis=0)
+
+    expected, expected_weights, _ = attention(
+        queries, attention_bias=repeated(bias_g), cache=tuple(map(repeated, cache_g)),
+        return_attention_weights=True)
+
+    def grouped(queries, bias, key, value):
+        output, weights, _ = attention(queries, attention_bias=bias, cache=(key, value),
+                                       return_attention_weights=True)
+        return output, weights
+
+    dynamic_batch = tf.function(grouped, input_signature=[
+        tf.TensorSpec([None, query_length, 16]), tf.TensorSpec([None, 1, 1, source_length]),
+        tf.TensorSpec([None, 2, source_length, 6]), tf.TensorSpec([None, 2, source_length, 6])])
+    for fn in (grouped, tf.function(grouped, jit_compile=True), dynamic_batch):
+        output, weights = fn(queries, bias_g, *cache_g)
+        np.testing.assert_allclose(output.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(weights.numpy(), expected_weights.numpy(), rtol=1e-5,
+                                   atol=1e-7)
+    assert float(tf.reduce_max(expected_weights[members:, :, :, 5:])) == 0.0

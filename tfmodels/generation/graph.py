@@ -255,7 +255,9 @@ def _run_search(model, plan, inputs):
     prompt_length = plan.prompt_length
     buffer_length = plan.buffer_length
 
-    # Encoder once per input row; its projected K/V and mask are repeated per beam/sample.
+    # Encoder once per input row. Its projected K/V and mask stay one per input: the
+    # cross-attention takes each input's `expansion` beams/samples (consecutive rows) as
+    # one group of queries against them (`MultiHeadAttention._attend_grouped`).
     encoder_mask = inputs["attention_mask"]
     encoder_states = model.encode(inputs["input_ids"], encoder_mask)["last_hidden_state"]
     # The buffer's last token is never fed to the decoder: the cache needs one slot less.
@@ -263,10 +265,7 @@ def _run_search(model, plan, inputs):
     self_cache = [
         (_repeat_rows(key, expansion), _repeat_rows(value, expansion)) for key, value in cache["self"]
     ]
-    cross_cache = [
-        (_repeat_rows(key, expansion), _repeat_rows(value, expansion)) for key, value in cache["cross"]
-    ]
-    encoder_mask = _repeat_rows(encoder_mask, expansion)
+    cross_cache = cache["cross"]
     is_active_rows = _repeat_rows(inputs["is_active"], expansion)
     prompt = _repeat_rows(inputs["decoder_prompt"], expansion)
     rows = tf.shape(prompt)[0]
