@@ -42,7 +42,10 @@ class MultiHeadAttention(keras.layers.Layer):
       new keys/values are written at `cache_index` (static shape, XLA-friendly) and the
       updated cache is returned;
     - cross-attention: pass `cache` without `cache_index`; it holds the encoder's projected
-      keys/values (from `project_key_value`) and is used as is.
+      keys/values (from `project_key_value`) and is used as is. It may have fewer rows
+      than the queries (`[groups, ...]` for `groups * members` query rows, a search's
+      beams of one input being consecutive rows): each group's members then share their
+      group's keys, values and `attention_bias` (`[groups, 1, 1 or query_len, key_len]`).
 
     Each projection draws from its own copy of `kernel_initializer`
     (`query_kernel_initializer` for the query when given: T5 folds its missing

@@ -24,7 +24,9 @@ class TransformerStack(keras.layers.Layer):
     pass one `(key, value)` pair per layer in `self_attention_caches` (each
     `[batch, heads, cache_len, head_dim]`), precomputed `cross_attention_caches`, and the
     int32 scalar `cache_index` where the new tokens go; `padding_mask` then covers the
-    `cache_len` cache slots.
+    `cache_len` cache slots. The cross-attention caches and `encoder_padding_mask` may
+    have one row per group of consecutive batch rows (a search's beams of one input; see
+    `MultiHeadAttention`).
 
     Example:
     >>> stack = TransformerStack(num_layers=2, hidden_dim=8, num_heads=2, head_dim=4,

@@ -591,7 +591,9 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
                     decoder_padding_mask=None, return_hidden_states=False):
         """Runs `[batch, new_len]` decoder tokens at positions `cache_index...` against the
         cache. Returns `(logits [batch, new_len, vocab] float32, updated cache)`;
-        `decoder_padding_mask` (`[batch, max_length]`) marks cache slots to ignore."""
+        `decoder_padding_mask` (`[batch, max_length]`) marks cache slots to ignore. The
+        cross-attention cache and `encoder_attention_mask` may have one row per group of
+        consecutive batch rows (a search's beams of one input), shared by the group."""
         decoder_input_ids = tf.cast(decoder_input_ids, tf.int32)
         _check_cache_room(cache, cache_index, decoder_input_ids.shape[1])
         outputs = self.decoder(
