@@ -101,10 +101,13 @@ def test_suppress_tokens(pair, family):
 
 
 def test_decoder_prompt_and_default_length(pair):
-    """A decoder prompt (the start token is prepended as the reference does) and the
-    reference's default length (20 new tokens when nothing is set)."""
+    """A decoder prompt (the start token is prepended as the reference does), greedy and
+    with beams, and the reference's default length (20 new tokens when nothing is set)."""
     prompt = np.tile(np.array([[5, 9]], np.int64), (len(support.SOURCE_LENGTHS), 1))
     _check(pair, "mt5", "decoder_prompt", dict(max_new_tokens=10, decoder_input_ids=prompt))
+    # Beams prefill the prompt against one cross-attention cache per input.
+    _check(pair, "mt5", "decoder_prompt_beam3",
+           dict(max_new_tokens=10, num_beams=3, decoder_input_ids=prompt))
     _check(pair, "m2m100", "default_length", dict())
 
 
