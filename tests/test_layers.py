@@ -583,3 +583,5 @@ def test_precomputed_keys_shared_by_groups_of_queries(query_length):
         np.testing.assert_allclose(weights.numpy(), expected_weights.numpy(), rtol=1e-5,
                                    atol=1e-7)
     assert float(tf.reduce_max(expected_weights[members:, :, :, 5:])) == 0.0
+    with pytest.raises(ValueError, match="5 query rows cannot share .* cache of 2 rows"):
+        attention(queries[:5], cache=cache_g)

@@ -206,6 +206,11 @@ class MultiHeadAttention(keras.layers.Layer):
         """
         rows, heads, query_length, head_dim = dimensions(query_bhqd)
         groups = dimension(key_gbkd, 0)
+        if isinstance(rows, int) and isinstance(groups, int) and rows % groups:
+            raise ValueError(
+                f"{self.name}: {rows} query rows cannot share a precomputed key/value cache "
+                f"of {groups} rows (it needs one row per group of consecutive query rows)"
+            )
         members = rows // groups
         # [groups, members, heads, q, d] -> [groups, heads, members * q, d]
         query_ghmd = tf.reshape(
