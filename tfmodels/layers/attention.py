@@ -158,32 +158,31 @@ class MultiHeadAttention(keras.layers.Layer):
 
         key_bhkd = tf.cast(key_bhkd, query_bhqd.dtype)
         value_bhkd = tf.cast(value_bhkd, query_bhqd.dtype)
+        # Precomputed keys/values with fewer rows than the queries (a search's beams or
+        # samples of one input share them): each input's rows attend as one group.
         query_rows = query_bhqd.shape[0]
-        if cache is not None and cache_index is None and (
+        grouped = cache is not None and cache_index is None and (
             query_rows is None or query_rows != key_bhkd.shape[0]
-        ):
-            # Precomputed keys/values shared by consecutive query rows (a search's beams or
-            # samples of one input): each input's rows attend as one group.
-            context_bhqd, weights_bhqk = self._attend_grouped(
-                query_bhqd, key_bhkd, value_bhkd, attention_bias, training
-            )
-            output = self.output_dense(self._merge_heads(context_bhqd))
-            return output, (weights_bhqk if return_attention_weights else None), None
-        scores_bhqk = tf.matmul(query_bhqd, key_bhkd, transpose_b=True)
-        weights_bhqk, dropped_bhqk = self._attention_weights(
-            scores_bhqk, attention_bias, query_bhqd.dtype, training)
-        context_bhqd = tf.matmul(dropped_bhqk, value_bhkd)
+        )
+        attend = self._attend_grouped if grouped else self._attend
+        context_bhqd, weights_bhqk = attend(
+            query_bhqd, key_bhkd, value_bhkd, attention_bias, training
+        )
         output = self.output_dense(self._merge_heads(context_bhqd))
         return output, (weights_bhqk if return_attention_weights else None), updated_cache
 
-    def _attention_weights(self, scores_bhqk, attention_bias, dtype, training):
+    def _attend(self, query_bhqd, key_bhkd, value_bhkd, attention_bias, training):
+        """`(context [batch, heads, q_len, head_dim], weights [batch, heads, q_len, k_len])`
+        of queries against keys/values with the same leading axes."""
+        scores_bhqk = tf.matmul(query_bhqd, key_bhkd, transpose_b=True)
         # Bias and softmax in float32: the mask bias does not fit bfloat16 ranges cleanly
         # and the normaliser is where low precision hurts most.
         scores_bhqk = tf.cast(scores_bhqk, tf.float32)
         if attention_bias is not None:
             scores_bhqk = scores_bhqk + attention_bias
-        weights_bhqk = tf.cast(tf.nn.softmax(scores_bhqk, axis=-1), dtype)
-        return weights_bhqk, self.dropout_layer(weights_bhqk, training=training)
+        weights_bhqk = tf.cast(tf.nn.softmax(scores_bhqk, axis=-1), query_bhqd.dtype)
+        dropped_bhqk = self.dropout_layer(weights_bhqk, training=training)
+        return tf.matmul(dropped_bhqk, value_bhkd), weights_bhqk
 
     def _merge_heads(self, context_bhqd):
         # [batch, heads, length, head_dim] -> [batch, length, heads * head_dim]
@@ -218,10 +217,9 @@ class MultiHeadAttention(keras.layers.Layer):
                          [0, 2, 1, 3, 4]),
             [groups, heads, members * query_length, head_dim],
         )
-        scores_ghmk = tf.matmul(query_ghmd, key_gbkd, transpose_b=True)
-        weights_ghmk, dropped_ghmk = self._attention_weights(
-            scores_ghmk, attention_bias, query_bhqd.dtype, training)
-        context_ghmd = tf.matmul(dropped_ghmk, value_gbkd)
+        context_ghmd, weights_ghmk = self._attend(
+            query_ghmd, key_gbkd, value_gbkd, attention_bias, training
+        )
 
         def ungroup(tensor_ghmx):
             last = dimension(tensor_ghmx, 3)
