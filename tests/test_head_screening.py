@@ -9,6 +9,7 @@ it), with the screen deciding at every step, and the model-level switches must r
 what the screen cannot serve.
 """
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -352,9 +353,26 @@ def test_screening_switches_and_refusals(tmp_path):
         MT5ForConditionalGeneration(config, dtype="mixed_bfloat16").enable_head_screening()
 
 
-def test_loading_new_weights_makes_the_screen_again():
-    """`load_hf_state_dict` into a screened model: the screen is made from the new head, so
-    the screened tokens are the new float model's."""
+def _load_into(model, source, how, tmp_path):
+    """Loads `source`'s float weights into `model` by `how`."""
+    if how == "hf_state_dict":
+        model.load_hf_state_dict(source.hf_state_dict())
+    elif how == "load_weights":  # a file saved without a screen
+        path = str(tmp_path / "source.weights.h5")
+        source.save_weights(path)
+        model.load_weights(path)
+    else:  # set_weights: the list's screen values are this model's own, now stale
+        def inner_path(variable):  # without the model's own name
+            return variable.path.split("/", 1)[1]
+
+        floats = {inner_path(v): v.numpy() for v in source.weights}
+        model.set_weights([floats.get(inner_path(v), v.numpy()) for v in model.weights])
+
+
+@pytest.mark.parametrize("how", ["hf_state_dict", "load_weights", "set_weights"])
+def test_loading_new_weights_makes_the_screen_again(how, tmp_path):
+    """New float weights in a screened model, by any of the loading paths: the screen is
+    made from the new head, so the screened tokens are the new float model's."""
     model = _wide_vocab_model("mt5")
     source = _wide_vocab_model("mt5")
     rng = np.random.default_rng(4)
@@ -364,7 +382,7 @@ def test_loading_new_weights_makes_the_screen_again():
     expected = source.generate(input_ids, attention_mask=attention_mask, max_new_tokens=6).numpy()
     model.enable_head_screening(candidates=64)
     stale = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=6).numpy()
-    model.load_hf_state_dict(source.hf_state_dict())
+    _load_into(model, source, how, tmp_path)
     assert model.head_screen.candidates == 64
     source.enable_head_screening(candidates=64)
     for ours, theirs in zip(model.head_screen.weights, source.head_screen.weights, strict=True):
@@ -372,6 +390,19 @@ def test_loading_new_weights_makes_the_screen_again():
     got = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=6).numpy()
     assert got.tolist() == expected.tolist()
     assert got.tolist() != stale.tolist()  # the two weight sets generate differently
+
+
+def test_a_weights_file_must_still_hold_every_float_weight(tmp_path):
+    """Only the copies made from float weights may be missing from a file: one that lacks
+    a float weight (here the LM head's) is refused, as Keras refuses it for any model."""
+    model = _wide_vocab_model("mt5")
+    model.enable_head_screening()
+    path = str(tmp_path / "partial.weights.h5")
+    _wide_vocab_model("mt5").save_weights(path)
+    with h5py.File(path, "a") as weights_file:
+        del weights_file["layers/dense/vars"]  # the LM head's kernel
+    with pytest.raises(ValueError, match="(?s)could not be loaded.*lm_head"):
+        model.load_weights(path)
 
 
 # ------------------------------------------------------------------------------ serving

@@ -361,17 +361,23 @@ def test_quantise_refuses_training_and_removing_restores_the_float_model(family)
     model.fit(data, verbose=0)  # trains again
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode,how", [("int8", "hf_state_dict"), ("int8_dynamic", "hf_state_dict"),
+                                      ("int8", "load_weights"), ("int8_dynamic", "load_weights")])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_loading_new_weights_quantises_them_again(family, mode):
-    """`load_hf_state_dict` into a quantised model: the int8 copies follow the new weights
-    (as if the model had been quantised after loading), not the ones they were made from."""
+def test_loading_new_weights_quantises_them_again(family, mode, how, tmp_path):
+    """`load_hf_state_dict`, or `load_weights` of a file saved from a float model, into a
+    quantised model: the int8 copies follow the new weights (as if the model had been
+    quantised after loading), not the ones they were made from."""
     model = small_model(family, seed=0)
     source = small_model(family, seed=1)
     model.quantize_weights(mode)
     input_ids, attention_mask, _ = _batch(family)
     stale = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=5).numpy()
-    model.load_hf_state_dict(source.hf_state_dict())
+    if how == "hf_state_dict":
+        model.load_hf_state_dict(source.hf_state_dict())
+    else:
+        source.save_weights(str(tmp_path / "float.weights.h5"))
+        model.load_weights(str(tmp_path / "float.weights.h5"))
     source.quantize_weights(mode)
     assert model.weight_quantization == mode
     for ours, theirs in zip(model.int8_matrices(), source.int8_matrices(), strict=True):

@@ -206,6 +206,41 @@ def detach_sublayer(owner, attribute):
     owner._tracker.lock()
 
 
+# Set while a model loads a weights file and will make its int8 copies again from the
+# loaded float weights (`weights_file_may_lack_copies`).
+_loading_before_remaking = threading.local()
+
+
+@contextlib.contextmanager
+def weights_file_may_lack_copies():
+    """While active, a copy made from float weights (an `Int8Matrix`, a head's screen)
+    whose variables a weights file does not hold keeps its values instead of failing
+    the load. Only for a model that makes every such copy again from the loaded float
+    weights right after (`Seq2SeqModelBase.load_weights`): without that, the copies
+    would stand for the old weights.
+
+    Example:
+    >>> with weights_file_may_lack_copies():
+    ...     copy_variables_are_missing({})
+    True
+    >>> copy_variables_are_missing({})
+    False
+    """
+    previous = getattr(_loading_before_remaking, "active", False)
+    _loading_before_remaking.active = True
+    try:
+        yield
+    finally:
+        _loading_before_remaking.active = previous
+
+
+def copy_variables_are_missing(store):
+    """True when a copy layer's variables may be left out of a load: `store` (the Keras
+    weights store's entry for the layer) holds none, and `weights_file_may_lack_copies`
+    is active."""
+    return getattr(_loading_before_remaking, "active", False) and len(store.keys()) == 0
+
+
 def attach_int8_matrix(owner, attribute, out_dim, in_dim, quantize_inputs=False):
     """The `Int8Matrix` at `owner.<attribute>`, created (in `owner`'s dtype policy) and
     attached (`attach_sublayer`) if missing, set to quantise its inputs or not."""
@@ -262,6 +297,10 @@ class Int8Matrix(keras.layers.Layer):
             name="scale",
         )
         self.built = True
+
+    def load_own_variables(self, store):
+        if not copy_variables_are_missing(store):  # else remade by the model
+            super().load_own_variables(store)
 
     def assign(self, matrix_oi):
         """Quantises an `[out_dim, in_dim]` float matrix (an array, tensor or variable)

@@ -26,7 +26,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfmodels.layers.int8_matrix import Int8Matrix, quantize_input_rows, quantized_row_chunks
+from tfmodels.layers.int8_matrix import (Int8Matrix, copy_variables_are_missing, quantize_input_rows,
+                                         quantized_row_chunks)
 
 # Relative slack on the stored constants for float32 rounding of the run-time norms and
 # sums (each a few ulps; 2**-10 is far above them and costs nothing measurable).
@@ -85,6 +86,10 @@ class ScreenedHead(keras.layers.Layer):
             name="quantized_norm",
         )
         self.built = True
+
+    def load_own_variables(self, store):
+        if not copy_variables_are_missing(store):  # else remade by the model
+            super().load_own_variables(store)
 
     def assign(self, matrix_oi):
         """Quantises `[vocab, in_dim]` float weights (an array, tensor or variable) and

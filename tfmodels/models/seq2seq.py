@@ -19,7 +19,8 @@ from tfmodels.layers.dense import (
     Dense,
     check_weight_quantization_mode,
 )
-from tfmodels.layers.int8_matrix import attach_int8_matrix, attach_sublayer, detach_sublayer
+from tfmodels.layers.int8_matrix import (attach_int8_matrix, attach_sublayer, detach_sublayer,
+                                         weights_file_may_lack_copies)
 from tfmodels.layers.relative_position_bias import RelativePositionBias
 from tfmodels.layers.shapes import dimension
 from tfmodels.layers.rms_norm import RMSNorm
@@ -437,10 +438,10 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         converts the encoder's projections the same way (as CTranslate2's int8 does).
 
         Call it after loading the weights (it quantises their current values; call it
-        again after changing them, which `load_hf_state_dict` does). The float weights
-        stay in the model: checkpoints (`save_pretrained`) write them, and
-        `remove_weight_quantization()` goes back to them, e.g. before training, which a
-        quantised model refuses.
+        again after changing them, which `load_hf_state_dict`, `load_weights` and
+        `set_weights` do: `remake_weight_copies`). The float weights stay in the model:
+        checkpoints (`save_pretrained`) write them, and `remove_weight_quantization()`
+        goes back to them, e.g. before training, which a quantised model refuses.
 
         Example:
         >>> model.quantize_weights("int8")  # doctest: +SKIP
@@ -519,9 +520,9 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         It applies to greedy search without sampling or `output_vocabulary`, compiled
         with XLA (the default), in float32; other searches read the float head as before.
         The int8 copy is a snapshot, like `quantize_weights`: call this again after
-        changing the weights (`load_hf_state_dict` does; training refuses while it is
-        on). It costs a quarter of the head's memory (mt5-small: 128 MB) and about a
-        second to make (2 threads).
+        changing the weights (`load_hf_state_dict`, `load_weights` and `set_weights` do;
+        training refuses while it is on). It costs a quarter of the head's memory
+        (mt5-small: 128 MB) and about a second to make (2 threads).
         `candidates` (default `screened_head.DEFAULT_CANDIDATES`): tokens per row scored
         with the float head; fewer make a step cheaper and undecided steps (which take
         the float head) likelier.
@@ -560,6 +561,33 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         if self.head_screen is not None:
             detach_sublayer(self, "head_screen")
             self._forget_compiled_functions()
+
+    def remake_weight_copies(self):
+        """Makes the copies taken from the float weights (`quantize_weights`' int8 copies,
+        the head's screen) again from their current values, in the same mode and with the
+        same settings; a model without them is left as it is.
+
+        `load_hf_state_dict`, `load_weights` and `set_weights` call it. Call it yourself
+        after assigning float variables directly."""
+        if self.weight_quantization:
+            self.quantize_weights(self.weight_quantization)
+        elif self.head_screen is not None:
+            self.enable_head_screening(self.head_screen.candidates)
+
+    def load_weights(self, filepath, *args, **kwargs):
+        """Keras' `load_weights`, then `remake_weight_copies()`, so that the int8 copies
+        and the head's screen stand for the loaded float weights. A file saved from a
+        model without those copies loads too (Keras would refuse it for the copies'
+        missing variables, after loading the float ones)."""
+        with weights_file_may_lack_copies():
+            super().load_weights(filepath, *args, **kwargs)
+        self.remake_weight_copies()
+
+    def set_weights(self, weights):
+        """Keras' `set_weights`, then `remake_weight_copies()` (the copies follow the float
+        weights, whatever the list held for them)."""
+        super().set_weights(weights)
+        self.remake_weight_copies()
 
     def _forget_compiled_functions(self):
         # Compiled searches captured the previous weights' code path.
@@ -705,10 +733,7 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
             if transpose:
                 array = array.T
             variable.assign(array.astype(variable.dtype))
-        if self.weight_quantization:
-            self.quantize_weights(self.weight_quantization)
-        elif self.head_screen is not None:
-            self.enable_head_screening(self.head_screen.candidates)
+        self.remake_weight_copies()
 
     def _tensors_for_this_head(self, tensors):
         """Lets any head load a checkpoint written for another head of the same family,
