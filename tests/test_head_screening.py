@@ -394,15 +394,26 @@ def test_loading_new_weights_makes_the_screen_again(how, tmp_path):
 
 def test_a_weights_file_must_still_hold_every_float_weight(tmp_path):
     """Only the copies made from float weights may be missing from a file: one that lacks
-    a float weight (here the LM head's) is refused, as Keras refuses it for any model."""
+    a float weight (here the token embeddings) is refused, as Keras refuses it for any
+    model. The screen still stands for the LM head the failed load did bring in."""
     model = _wide_vocab_model("mt5")
-    model.enable_head_screening()
+    model.enable_head_screening(candidates=4)  # a stale screen shows at once
+    source = _wide_vocab_model("mt5")
+    rng = np.random.default_rng(5)
+    for variable in source.trainable_weights:
+        variable.assign(variable.numpy() + rng.normal(0, 0.5, variable.shape).astype(np.float32))
     path = str(tmp_path / "partial.weights.h5")
-    _wide_vocab_model("mt5").save_weights(path)
+    source.save_weights(path)
     with h5py.File(path, "a") as weights_file:
-        del weights_file["layers/dense/vars"]  # the LM head's kernel
-    with pytest.raises(ValueError, match="(?s)could not be loaded.*lm_head"):
+        del weights_file["layers/embedding/vars"]  # the token embeddings
+    with pytest.raises(ValueError, match="(?s)could not be loaded.*shared"):
         model.load_weights(path)
+    input_ids, attention_mask = _source()
+    screened = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=6).numpy()
+    assert model.head_screen.candidates == 4
+    model.disable_head_screening()
+    plain = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=6).numpy()
+    assert screened.tolist() == plain.tolist()
 
 
 # ------------------------------------------------------------------------------ serving

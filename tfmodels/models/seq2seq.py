@@ -578,9 +578,14 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         """Keras' `load_weights`, then `remake_weight_copies()`, so that the int8 copies
         and the head's screen stand for the loaded float weights. A file saved from a
         model without those copies loads too (Keras would refuse it for the copies'
-        missing variables, after loading the float ones)."""
-        with weights_file_may_lack_copies():
-            super().load_weights(filepath, *args, **kwargs)
+        missing variables, after loading the float ones). A load that fails still
+        remakes them, from the float weights Keras loaded before it raised."""
+        try:
+            with weights_file_may_lack_copies():
+                super().load_weights(filepath, *args, **kwargs)
+        except Exception:
+            self.remake_weight_copies()
+            raise
         self.remake_weight_copies()
 
     def set_weights(self, weights):
