@@ -369,7 +369,8 @@ def _load_into(model, source, how, tmp_path):
         model.set_weights([floats.get(inner_path(v), v.numpy()) for v in model.weights])
 
 
-@pytest.mark.parametrize("how", ["hf_state_dict", "load_weights", "set_weights"])
+@pytest.mark.parametrize("how", ["hf_state_dict", "load_weights",
+                                 pytest.param("set_weights", marks=pytest.mark.slow)])
 def test_loading_new_weights_makes_the_screen_again(how, tmp_path):
     """New float weights in a screened model, by any of the loading paths: the screen is
     made from the new head, so the screened tokens are the new float model's."""

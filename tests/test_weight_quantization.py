@@ -361,8 +361,9 @@ def test_quantise_refuses_training_and_removing_restores_the_float_model(family)
     model.fit(data, verbose=0)  # trains again
 
 
-@pytest.mark.parametrize("mode,how", [("int8", "hf_state_dict"), ("int8_dynamic", "hf_state_dict"),
-                                      ("int8", "load_weights"), ("int8_dynamic", "load_weights")])
+@pytest.mark.parametrize("mode,how", [
+    ("int8", "hf_state_dict"), ("int8_dynamic", "hf_state_dict"), ("int8", "load_weights"),
+    pytest.param("int8_dynamic", "load_weights", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_loading_new_weights_quantises_them_again(family, mode, how, tmp_path):
     """`load_hf_state_dict`, or `load_weights` of a file saved from a float model, into a
