@@ -583,10 +583,8 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         try:
             with weights_file_may_lack_copies():
                 super().load_weights(filepath, *args, **kwargs)
-        except Exception:
+        finally:
             self.remake_weight_copies()
-            raise
-        self.remake_weight_copies()
 
     def set_weights(self, weights):
         """Keras' `set_weights`, then `remake_weight_copies()` (the copies follow the float
