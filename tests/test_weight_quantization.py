@@ -113,9 +113,11 @@ def _integer_product(inputs, matrix):
 @pytest.mark.parametrize("out_dim,in_dim,panel_rows", [(40, 24, None), (37, 1024, 8), (64, 4096, 16)])
 def test_int8_matrix_with_quantized_inputs_computes_the_integer_product(
         out_dim, in_dim, panel_rows, path, monkeypatch):
-    """Several rows take XLA's int8 dot, one row (and the plain graph) the float product of
-    the integer-valued rows; all equal the int64 product. 4096 inputs can overflow float32's
-    exact integers in the float product, hence the tolerance."""
+    """Under XLA rows take XLA's int8 dot (one row with a zero second row), the plain
+    graph the float product of the integer-valued rows; all equal the int64 product.
+    4096 inputs can overflow float32's exact integers in the float product, hence the
+    tolerance; XLA's int32 sums are exact, so there one row alone gives the values it gets
+    among others."""
     from tfmodels.layers import int8_matrix
 
     if path == "graph-panels":
@@ -134,11 +136,16 @@ def test_int8_matrix_with_quantized_inputs_computes_the_integer_product(
         prepared = layer.prepare_inputs(inputs).numpy()
         np.testing.assert_allclose(prepared @ layer.dequantized().numpy().T, expected,
                                    rtol=1e-5, atol=1e-4)
+    if path == "xla":
+        rows_inputs = rng.standard_normal((4, in_dim)).astype(np.float32)
+        np.testing.assert_array_equal(function(rows_inputs[:1]).numpy(),
+                                      function(rows_inputs).numpy()[:1])
     # The `[out, rows]` product (for searches over a vocabulary) is the same, transposed.
     output_major = tf.function(layer.output_major_product, jit_compile=path == "xla")
-    rows_inputs = rng.standard_normal((6, in_dim)).astype(np.float32)
-    np.testing.assert_array_equal(output_major(rows_inputs).numpy(),
-                                  function(rows_inputs).numpy().T)
+    for rows in [6, 1]:
+        rows_inputs = rng.standard_normal((rows, in_dim)).astype(np.float32)
+        np.testing.assert_array_equal(output_major(rows_inputs).numpy(),
+                                      function(rows_inputs).numpy().T)
     # Unlike weight-only int8, the inputs' rounding shows: quantising them changes outputs.
     weight_only = Int8Matrix(out_dim, in_dim, panel_rows=panel_rows)
     weight_only.assign(matrix)
@@ -148,7 +155,8 @@ def test_int8_matrix_with_quantized_inputs_computes_the_integer_product(
 def test_int8_matrix_with_quantized_inputs_is_an_int8_dot_under_xla():
     """Several rows: XLA's int8 x int8 -> int32 dot on the stored values (no float copy of
     the matrix), `[out, rows]` up to 64 rows (the faster form there), `[rows, out]`
-    beyond; one row: the panel loop (XLA's int8 matrix-vector kernel is far slower)."""
+    beyond; one row: the same `[out, rows]` dot with a zero second row (XLA's int8
+    matrix-vector kernel is far slower), in the layer and in `output_major_product`."""
     layer = Int8Matrix(512, 64, quantize_inputs=True)
     layer.assign(np.random.default_rng(5).standard_normal((512, 64)).astype(np.float32))
 
@@ -160,8 +168,10 @@ def test_int8_matrix_with_quantized_inputs_is_an_int8_dot_under_xla():
     assert "f32[512,64]" not in rows_hlo and "while(" not in rows_hlo
     many_rows_hlo = optimized_hlo(layer, tf.zeros([256, 64]))
     assert has_dot(many_rows_hlo, "256,512") and "while(" not in many_rows_hlo
-    single_row_hlo = optimized_hlo(layer, tf.zeros([1, 64]))
-    assert "while(" in single_row_hlo and "= s32[1,512]" not in single_row_hlo
+    for function in [layer, layer.output_major_product]:
+        single_row_hlo = optimized_hlo(function, tf.zeros([1, 64]))
+        assert has_dot(single_row_hlo, "512,2") and "while(" not in single_row_hlo
+        assert "f32[512,64]" not in single_row_hlo and "= s32[1,512]" not in single_row_hlo
 
 
 def test_int8_matrix_errors_and_dtypes():
