@@ -276,9 +276,10 @@ def _add_generation_arguments(parser):
     from savedmodel.export_settings import WEIGHT_DTYPES
 
     parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
-                        help="int8 decoding (model.quantize_weights): 'int8' int8 weights "
-                        "(fastest for one text, greedy), 'int8_dynamic' int8 weights and "
-                        "activations (fastest for batches and beams); outputs may differ "
+                        help="int8 decoding (model.quantize_weights): 'int8' int8 weights, "
+                        "float activations (nearer the float model's outputs), "
+                        "'int8_dynamic' int8 weights and activations (the faster one in "
+                        "bench/generate.py, one text or many); outputs may differ "
                         "slightly from the float model")
     parser.add_argument("--dtype", choices=WEIGHT_DTYPES, default=None, help=DTYPE_HELP)
     parser.add_argument("--screen-head", action="store_true",
