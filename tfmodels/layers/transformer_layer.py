@@ -12,6 +12,18 @@ from tfmodels.layers.products import add_to_product
 from tfmodels.layers.rms_norm import RMSNorm
 
 NORM_TYPES = ("rms", "layer")
+# `TransformerLayer`'s constructor arguments that are stored and serialised as given (the
+# initialisers are serialised apart); `TransformerStack` takes them too and hands them on.
+LAYER_ARGUMENTS = (
+    "hidden_dim", "num_heads", "head_dim", "intermediate_dim", "activation", "gated_ffn",
+    "use_bias", "norm_type", "norm_epsilon", "scale_queries", "is_decoder", "dropout",
+    "attention_dropout", "activation_dropout",
+)
+
+
+def layer_arguments(owner):
+    """`{name: owner.<name>}` for every name in `LAYER_ARGUMENTS`."""
+    return {name: getattr(owner, name) for name in LAYER_ARGUMENTS}
 
 
 def make_norm(norm_type, epsilon, dtype_policy, name):
@@ -181,22 +193,9 @@ class TransformerLayer(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
+        config.update(layer_arguments(self))
         config.update(
             {
-                "hidden_dim": self.hidden_dim,
-                "num_heads": self.num_heads,
-                "head_dim": self.head_dim,
-                "intermediate_dim": self.intermediate_dim,
-                "activation": self.activation,
-                "gated_ffn": self.gated_ffn,
-                "use_bias": self.use_bias,
-                "norm_type": self.norm_type,
-                "norm_epsilon": self.norm_epsilon,
-                "scale_queries": self.scale_queries,
-                "is_decoder": self.is_decoder,
-                "dropout": self.dropout,
-                "attention_dropout": self.attention_dropout,
-                "activation_dropout": self.activation_dropout,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "query_kernel_initializer": serialize_optional_initializer(
                     self.query_kernel_initializer

@@ -11,7 +11,7 @@ from tfmodels.layers.initializers import (
 from tfmodels.layers.relative_position_bias import RelativePositionBias
 from tfmodels.layers.shapes import dimension
 from tfmodels.layers.shared_layer_trace import SharedLayerTrace, shares_layer_traces
-from tfmodels.layers.transformer_layer import TransformerLayer, make_norm
+from tfmodels.layers.transformer_layer import TransformerLayer, layer_arguments, make_norm
 
 
 @keras.saving.register_keras_serializable(package="tfmodels")
@@ -103,20 +103,7 @@ class TransformerStack(keras.layers.Layer):
             self.relative_position_bias = None
         self.transformer_layers = [
             TransformerLayer(
-                hidden_dim=hidden_dim,
-                num_heads=num_heads,
-                head_dim=head_dim,
-                intermediate_dim=intermediate_dim,
-                activation=activation,
-                gated_ffn=gated_ffn,
-                use_bias=use_bias,
-                norm_type=norm_type,
-                norm_epsilon=norm_epsilon,
-                scale_queries=scale_queries,
-                is_decoder=is_decoder,
-                dropout=dropout,
-                attention_dropout=attention_dropout,
-                activation_dropout=activation_dropout,
+                **layer_arguments(self),
                 kernel_initializer=self.kernel_initializer,
                 query_kernel_initializer=self.query_kernel_initializer,
                 dtype=policy,
@@ -246,25 +233,12 @@ class TransformerStack(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
+        config.update(layer_arguments(self))
         config.update(
             {
                 "num_layers": self.num_layers,
-                "hidden_dim": self.hidden_dim,
-                "num_heads": self.num_heads,
-                "head_dim": self.head_dim,
-                "intermediate_dim": self.intermediate_dim,
-                "activation": self.activation,
-                "gated_ffn": self.gated_ffn,
-                "use_bias": self.use_bias,
-                "norm_type": self.norm_type,
-                "norm_epsilon": self.norm_epsilon,
-                "scale_queries": self.scale_queries,
-                "is_decoder": self.is_decoder,
                 "relative_attention_num_buckets": self.relative_attention_num_buckets,
                 "relative_attention_max_distance": self.relative_attention_max_distance,
-                "dropout": self.dropout,
-                "attention_dropout": self.attention_dropout,
-                "activation_dropout": self.activation_dropout,
                 "layerdrop": self.layerdrop,
                 "dropout_after_final_norm": self.dropout_after_final_norm,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
