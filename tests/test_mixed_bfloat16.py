@@ -1,5 +1,6 @@
-"""mixed_bfloat16 (bfloat16 compute, float32 variables): the forward pass runs and stays
-close to float32. The measured figures are printed (see "measured figures")."""
+"""mixed_bfloat16 (bfloat16 compute, float32 variables), both families: the forward pass
+runs and stays close to float32. The measured figures are printed (see "measured
+figures")."""
 
 import keras
 import numpy as np
@@ -8,16 +9,21 @@ import tensorflow as tf
 
 from helpers import (
     GOLDEN_M2M100_DIR,
+    GOLDEN_MT5_DIR,
     M2M100_IDS,
+    MT5_IDS,
     bf16_vs_fp32,
     incremental_decoder_logits,
     make_batch,
     to_numpy,
 )
-from tfmodels import M2M100ForConditionalGeneration
+from tfmodels import M2M100ForConditionalGeneration, MT5ForConditionalGeneration
 
-MODEL_CLASS, CHECKPOINT, IDS, VOCAB = (
-    M2M100ForConditionalGeneration, GOLDEN_M2M100_DIR, M2M100_IDS, 128)
+FAMILIES = {
+    # family: (class, golden checkpoint, ids, vocab)
+    "mt5": (MT5ForConditionalGeneration, GOLDEN_MT5_DIR, MT5_IDS, 96),
+    "m2m100": (M2M100ForConditionalGeneration, GOLDEN_M2M100_DIR, M2M100_IDS, 128),
+}
 SOURCE_LENGTHS = (14, 7, 3, 11, 9, 5, 12, 2)
 TARGET_LENGTHS = (12, 6, 9, 3, 12, 7, 10, 5)
 # Bounds: relative logit error < 5e-2, argmax agreement > 90%.
@@ -25,26 +31,35 @@ MAX_LOGITS_REL = 5e-2
 MIN_ARGMAX_AGREEMENT = 0.9
 
 
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def fp32_model():
-    return MODEL_CLASS.from_pretrained(CHECKPOINT)
+def fp32_model(family):
+    model_class, checkpoint, _, _ = FAMILIES[family]
+    return model_class.from_pretrained(checkpoint)
 
 
-def _bf16_model(how):
+def _bf16_model(family, how):
+    model_class, checkpoint, _, _ = FAMILIES[family]
     if how == "global_policy":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
         try:
-            return MODEL_CLASS.from_pretrained(CHECKPOINT)
+            return model_class.from_pretrained(checkpoint)
         finally:
             keras.mixed_precision.set_global_policy("float32")
-    return MODEL_CLASS.from_pretrained(CHECKPOINT, dtype="mixed_bfloat16")
+    return model_class.from_pretrained(checkpoint, dtype="mixed_bfloat16")
 
 
 @pytest.mark.parametrize("how, side", [("global_policy", "right"), ("dtype_argument", "left")])
-def test_mixed_bfloat16_forward_stays_close_to_float32(fp32_model, how, side, report_figure):
-    batch = make_batch(VOCAB, IDS, SOURCE_LENGTHS, TARGET_LENGTHS, side, seed=11)
+def test_mixed_bfloat16_forward_stays_close_to_float32(family, fp32_model, how, side,
+                                                       report_figure):
+    _, _, ids, vocab = FAMILIES[family]
+    batch = make_batch(vocab, ids, SOURCE_LENGTHS, TARGET_LENGTHS, side, seed=11)
     fp32_out = fp32_model(**batch)
-    model = _bf16_model(how)
+    model = _bf16_model(family, how)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored
 
     assert model.compute_dtype == "bfloat16"
@@ -55,7 +70,7 @@ def test_mixed_bfloat16_forward_stays_close_to_float32(fp32_model, how, side, re
     assert np.all(np.isfinite(to_numpy(out.logits))) and np.isfinite(float(out.loss))
 
     figures = bf16_vs_fp32(fp32_out, out, batch["labels"])
-    report_figure(f"{MODEL_CLASS.__name__} mixed_bfloat16 vs float32 ({how}, {side})",
+    report_figure(f"{type(model).__name__} mixed_bfloat16 vs float32 ({how}, {side})",
                   **figures)
     assert figures["logits_rel"] < MAX_LOGITS_REL
     assert figures["argmax_agreement"] > MIN_ARGMAX_AGREEMENT
@@ -64,14 +79,15 @@ def test_mixed_bfloat16_forward_stays_close_to_float32(fp32_model, how, side, re
     assert figures["logits_rel"] > 0
 
 
-def test_mixed_bfloat16_incremental_decoding_matches_its_full_pass(report_figure):
-    batch = make_batch(VOCAB, IDS, (9, 4, 6), (7, 7, 7), "left", seed=5)
-    model = _bf16_model("dtype_argument")
+def test_mixed_bfloat16_incremental_decoding_matches_its_full_pass(family, report_figure):
+    _, _, ids, vocab = FAMILIES[family]
+    batch = make_batch(vocab, ids, (9, 4, 6), (7, 7, 7), "left", seed=5)
+    model = _bf16_model(family, "dtype_argument")
     full = to_numpy(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                           decoder_input_ids=batch["decoder_input_ids"]).logits)
     stepped = incremental_decoder_logits(model, batch)
     relative = float(np.abs(stepped - full).max() / np.abs(full).max())
     agreement = float(np.mean(stepped.argmax(-1) == full.argmax(-1)))
-    report_figure(f"{MODEL_CLASS.__name__} mixed_bfloat16 decode_step vs full pass",
+    report_figure(f"{type(model).__name__} mixed_bfloat16 decode_step vs full pass",
                   logits_rel=relative, argmax_agreement=agreement)
     assert relative < MAX_LOGITS_REL and agreement > MIN_ARGMAX_AGREEMENT

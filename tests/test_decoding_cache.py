@@ -1,27 +1,58 @@
-"""The contract generation relies on: decoding through `init_decoding_cache` +
-`decode_step` (static cache, one token or a chunk at a time; positions continue from the
-cache index) reproduces the full teacher-forced decoder logits, eagerly and under
-`tf.function(jit_compile=True)`."""
+"""The contract generation relies on, for both families: decoding through
+`init_decoding_cache` + `decode_step` (static cache, one token or a chunk at a time;
+M2M100's positions continue from the cache index) reproduces the full teacher-forced
+decoder logits, eagerly and under `tf.function(jit_compile=True)`."""
 
 import numpy as np
 import pytest
 
-from helpers import GOLDEN_M2M100_DIR, M2M100_IDS, incremental_decoder_logits, make_batch, to_numpy
-from tfmodels import M2M100ForConditionalGeneration
+from helpers import (
+    GOLDEN_M2M100_DIR,
+    GOLDEN_MT5_DIR,
+    M2M100_IDS,
+    MT5_IDS,
+    incremental_decoder_logits,
+    make_batch,
+    to_numpy,
+)
+from tfmodels import M2M100ForConditionalGeneration, MT5ForConditionalGeneration
 
+
+def _mt5_cache_dims(config):
+    return config.num_decoder_layers, config.num_heads, config.d_kv
+
+
+def _m2m100_cache_dims(config):
+    heads = config.decoder_attention_heads
+    return config.decoder_layers, heads, config.d_model // heads
+
+
+FAMILIES = {
+    # family: (class, golden checkpoint, ids, vocab, (layers, heads, head_dim) from config)
+    "mt5": (MT5ForConditionalGeneration, GOLDEN_MT5_DIR, MT5_IDS, 96, _mt5_cache_dims),
+    "m2m100": (M2M100ForConditionalGeneration, GOLDEN_M2M100_DIR, M2M100_IDS, 128,
+               _m2m100_cache_dims),
+}
 # Encoder rows padded (mixed lengths); decoder rows all full length, as during generation.
 SOURCE_LENGTHS = (9, 4, 6)
 TARGET_LENGTHS = (7, 7, 7)
 DECODE_RTOL = 1e-5
 
 
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def model():
-    return M2M100ForConditionalGeneration.from_pretrained(GOLDEN_M2M100_DIR)
+def model(family):
+    model_class, checkpoint, _, _, _ = FAMILIES[family]
+    return model_class.from_pretrained(checkpoint)
 
 
-def _batch(side):
-    return make_batch(128, M2M100_IDS, SOURCE_LENGTHS, TARGET_LENGTHS, side, seed=5)
+def _batch(family, side):
+    _, _, ids, vocab, _ = FAMILIES[family]
+    return make_batch(vocab, ids, SOURCE_LENGTHS, TARGET_LENGTHS, side, seed=5)
 
 
 def _full_logits(model, batch):
@@ -31,34 +62,33 @@ def _full_logits(model, batch):
 
 @pytest.mark.parametrize("side", ["right", "left"])
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["eager", "xla"])
-def test_one_token_at_a_time_matches_teacher_forcing(model, side, jit_compile, report_figure):
-    batch = _batch(side)
+def test_one_token_at_a_time_matches_teacher_forcing(family, model, side, jit_compile,
+                                                     report_figure):
+    batch = _batch(family, side)
     full = _full_logits(model, batch)
     stepped = incremental_decoder_logits(model, batch, jit_compile=jit_compile)
     difference = np.abs(stepped - full).max() / np.abs(full).max()
-    report_figure(f"m2m100 decode_step vs full {'xla' if jit_compile else 'eager'} {side}",
+    report_figure(f"{family} decode_step vs full {'xla' if jit_compile else 'eager'} {side}",
                   logits_rel=float(difference))
     assert difference <= DECODE_RTOL
     np.testing.assert_array_equal(stepped.argmax(-1), full.argmax(-1))
 
 
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["eager", "xla"])
-def test_prompt_chunk_then_single_tokens(model, jit_compile):
-    batch = _batch("left")
+def test_prompt_chunk_then_single_tokens(family, model, jit_compile):
+    batch = _batch(family, "left")
     full = _full_logits(model, batch)
     stepped = incremental_decoder_logits(model, batch, chunks=[3, 1, 1, 1, 1],
                                          jit_compile=jit_compile)
     assert np.abs(stepped - full).max() / np.abs(full).max() <= DECODE_RTOL
 
 
-def test_cache_shapes_and_that_the_cache_is_used(model):
-    batch = _batch("right")
+def test_cache_shapes_and_that_the_cache_is_used(family, model):
+    batch = _batch(family, "right")
     encoder_states = model.encode(batch["input_ids"], batch["attention_mask"])["last_hidden_state"]
     cache = model.init_decoding_cache(encoder_states, 10)
-    config = model.config
-    heads = config.decoder_attention_heads
-    head_dim = config.d_model // heads
-    assert len(cache["self"]) == len(cache["cross"]) == config.decoder_layers
+    layers, heads, head_dim = FAMILIES[family][4](model.config)
+    assert len(cache["self"]) == len(cache["cross"]) == layers
     for key, value in cache["self"]:
         assert key.shape == value.shape == (3, heads, 10, head_dim)
     for key, value in cache["cross"]:
