@@ -128,6 +128,17 @@ MT5_IDS = dict(pad=0, eos=1, start=0)
 M2M100_IDS = dict(pad=1, eos=2, start=2, bos=0)
 
 
+def golden_family(family):
+    """`(model class, golden checkpoint dir, special ids, vocab size)` of the committed
+    tiny checkpoint of `family` ("mt5" or "m2m100")."""
+    from tfmodels import M2M100ForConditionalGeneration, MT5ForConditionalGeneration
+
+    return {
+        "mt5": (MT5ForConditionalGeneration, GOLDEN_MT5_DIR, MT5_IDS, 96),
+        "m2m100": (M2M100ForConditionalGeneration, GOLDEN_M2M100_DIR, M2M100_IDS, 128),
+    }[family]
+
+
 # --------------------------------------------------------------------------------- batches
 def make_batch(vocab_size, ids, source_lengths, target_lengths, padding_side="right", seed=0):
     """A padded batch of mixed lengths, as int64 numpy arrays (what torch wants).

@@ -14,30 +14,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import (
-    GOLDEN_M2M100_DIR,
-    GOLDEN_MT5_DIR,
-    M2M100_IDS,
-    MT5_IDS,
-    bf16_vs_fp32,
-    make_batch,
-    to_numpy,
-)
+from helpers import bf16_vs_fp32, golden_family, make_batch, to_numpy
 from fixtures.savedmodel.weight_checks import (
     assert_serves_the_models_translations,
     export_float_and_variant,
     export_info,
     variable_elements_by_dtype,
 )
-from tfmodels import M2M100ForConditionalGeneration, MT5ForConditionalGeneration
 
-FAMILIES = {
-    "mt5": (MT5ForConditionalGeneration, GOLDEN_MT5_DIR, MT5_IDS, 96),
-    "m2m100": (M2M100ForConditionalGeneration, GOLDEN_M2M100_DIR, M2M100_IDS, 128),
-}
+FAMILIES = {family: golden_family(family) for family in ("mt5", "m2m100")}
 SOURCE_LENGTHS = (14, 7, 3, 11, 9, 5, 12, 2)
 TARGET_LENGTHS = (12, 6, 9, 3, 12, 7, 10, 5)
-# Bounds, as for mixed_bfloat16 (tests/test_*_bf16.py): relative logit error < 5e-2,
+# Bounds, as for mixed_bfloat16 (tests/test_mixed_bfloat16.py): relative logit error < 5e-2,
 # teacher-forced argmax agreement > 90%. Generated ids drift apart after a first
 # differing token, so they are compared on the first step and on the whole sequences.
 MAX_LOGITS_REL = 5e-2
@@ -145,7 +133,8 @@ def test_export_dtype_errors_name_the_problem(tmp_path):
 
     with pytest.raises(ValueError, match="dtype must be one of float32, bfloat16, got 'float16'"):
         ExportSettings(dtype="float16")
-    model = MT5ForConditionalGeneration.from_pretrained(GOLDEN_MT5_DIR)
+    model_class, checkpoint, _, _ = FAMILIES["mt5"]
+    model = model_class.from_pretrained(checkpoint)
     with pytest.raises(ValueError, match="settings.dtype is 'bfloat16' but the model passed in "
                                          "is 'float32'"):
         export_savedmodel(None, str(tmp_path), ExportSettings(dtype="bfloat16"), model=model,

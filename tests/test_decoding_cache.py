@@ -6,16 +6,7 @@ decoder logits, eagerly and under `tf.function(jit_compile=True)`."""
 import numpy as np
 import pytest
 
-from helpers import (
-    GOLDEN_M2M100_DIR,
-    GOLDEN_MT5_DIR,
-    M2M100_IDS,
-    MT5_IDS,
-    incremental_decoder_logits,
-    make_batch,
-    to_numpy,
-)
-from tfmodels import M2M100ForConditionalGeneration, MT5ForConditionalGeneration
+from helpers import golden_family, incremental_decoder_logits, make_batch, to_numpy
 
 
 def _mt5_cache_dims(config):
@@ -27,31 +18,27 @@ def _m2m100_cache_dims(config):
     return config.decoder_layers, heads, config.d_model // heads
 
 
-FAMILIES = {
-    # family: (class, golden checkpoint, ids, vocab, (layers, heads, head_dim) from config)
-    "mt5": (MT5ForConditionalGeneration, GOLDEN_MT5_DIR, MT5_IDS, 96, _mt5_cache_dims),
-    "m2m100": (M2M100ForConditionalGeneration, GOLDEN_M2M100_DIR, M2M100_IDS, 128,
-               _m2m100_cache_dims),
-}
+# family: (layers, heads, head_dim) of its decoding cache, read from the family's config
+CACHE_DIMS = {"mt5": _mt5_cache_dims, "m2m100": _m2m100_cache_dims}
 # Encoder rows padded (mixed lengths); decoder rows all full length, as during generation.
 SOURCE_LENGTHS = (9, 4, 6)
 TARGET_LENGTHS = (7, 7, 7)
 DECODE_RTOL = 1e-5
 
 
-@pytest.fixture(scope="module", params=sorted(FAMILIES))
+@pytest.fixture(scope="module", params=["mt5", "m2m100"])
 def family(request):
     return request.param
 
 
 @pytest.fixture(scope="module")
 def model(family):
-    model_class, checkpoint, _, _, _ = FAMILIES[family]
+    model_class, checkpoint, _, _ = golden_family(family)
     return model_class.from_pretrained(checkpoint)
 
 
 def _batch(family, side):
-    _, _, ids, vocab, _ = FAMILIES[family]
+    _, _, ids, vocab = golden_family(family)
     return make_batch(vocab, ids, SOURCE_LENGTHS, TARGET_LENGTHS, side, seed=5)
 
 
@@ -87,7 +74,7 @@ def test_cache_shapes_and_that_the_cache_is_used(family, model):
     batch = _batch(family, "right")
     encoder_states = model.encode(batch["input_ids"], batch["attention_mask"])["last_hidden_state"]
     cache = model.init_decoding_cache(encoder_states, 10)
-    layers, heads, head_dim = FAMILIES[family][4](model.config)
+    layers, heads, head_dim = CACHE_DIMS[family](model.config)
     assert len(cache["self"]) == len(cache["cross"]) == layers
     for key, value in cache["self"]:
         assert key.shape == value.shape == (3, heads, 10, head_dim)

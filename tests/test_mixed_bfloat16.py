@@ -7,23 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import (
-    GOLDEN_M2M100_DIR,
-    GOLDEN_MT5_DIR,
-    M2M100_IDS,
-    MT5_IDS,
-    bf16_vs_fp32,
-    incremental_decoder_logits,
-    make_batch,
-    to_numpy,
-)
-from tfmodels import M2M100ForConditionalGeneration, MT5ForConditionalGeneration
+from helpers import bf16_vs_fp32, golden_family, incremental_decoder_logits, make_batch, to_numpy
 
-FAMILIES = {
-    # family: (class, golden checkpoint, ids, vocab)
-    "mt5": (MT5ForConditionalGeneration, GOLDEN_MT5_DIR, MT5_IDS, 96),
-    "m2m100": (M2M100ForConditionalGeneration, GOLDEN_M2M100_DIR, M2M100_IDS, 128),
-}
+FAMILIES = ("mt5", "m2m100")
 SOURCE_LENGTHS = (14, 7, 3, 11, 9, 5, 12, 2)
 TARGET_LENGTHS = (12, 6, 9, 3, 12, 7, 10, 5)
 # Bounds: relative logit error < 5e-2, argmax agreement > 90%.
@@ -31,19 +17,19 @@ MAX_LOGITS_REL = 5e-2
 MIN_ARGMAX_AGREEMENT = 0.9
 
 
-@pytest.fixture(scope="module", params=sorted(FAMILIES))
+@pytest.fixture(scope="module", params=FAMILIES)
 def family(request):
     return request.param
 
 
 @pytest.fixture(scope="module")
 def fp32_model(family):
-    model_class, checkpoint, _, _ = FAMILIES[family]
+    model_class, checkpoint, _, _ = golden_family(family)
     return model_class.from_pretrained(checkpoint)
 
 
 def _bf16_model(family, how):
-    model_class, checkpoint, _, _ = FAMILIES[family]
+    model_class, checkpoint, _, _ = golden_family(family)
     if how == "global_policy":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
         try:
@@ -56,7 +42,7 @@ def _bf16_model(family, how):
 @pytest.mark.parametrize("how, side", [("global_policy", "right"), ("dtype_argument", "left")])
 def test_mixed_bfloat16_forward_stays_close_to_float32(family, fp32_model, how, side,
                                                        report_figure):
-    _, _, ids, vocab = FAMILIES[family]
+    _, _, ids, vocab = golden_family(family)
     batch = make_batch(vocab, ids, SOURCE_LENGTHS, TARGET_LENGTHS, side, seed=11)
     fp32_out = fp32_model(**batch)
     model = _bf16_model(family, how)
@@ -80,7 +66,7 @@ def test_mixed_bfloat16_forward_stays_close_to_float32(family, fp32_model, how, 
 
 
 def test_mixed_bfloat16_incremental_decoding_matches_its_full_pass(family, report_figure):
-    _, _, ids, vocab = FAMILIES[family]
+    _, _, ids, vocab = golden_family(family)
     batch = make_batch(vocab, ids, (9, 4, 6), (7, 7, 7), "left", seed=5)
     model = _bf16_model(family, "dtype_argument")
     full = to_numpy(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
