@@ -390,8 +390,9 @@ class Int8Matrix(keras.layers.Layer):
 
     def output_major_product(self, inputs_ri):
         """`self(inputs_ri)` transposed, `[out_dim, rows]` float32, computed in that layout
-        where it is the faster one (`quantize_inputs` matrices, several rows, under XLA);
-        for consumers that can take it so (the searches over a vocabulary)."""
+        where it is the faster one (`quantize_inputs` matrices under XLA: one row, or
+        `output_major_is_native` rows); for consumers that can take it so (the searches
+        over a vocabulary, the head's screen)."""
         if self.quantize_inputs and in_xla_context() and is_single_row(inputs_ri):
             return self._single_row_dynamic_product(*quantize_input_rows(inputs_ri))
         if not self.output_major_is_native(inputs_ri.shape[0]):
