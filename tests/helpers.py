@@ -139,6 +139,13 @@ def golden_family(family):
     }[family]
 
 
+def load_golden_model(family, **kwargs):
+    """The committed tiny checkpoint of `family`, loaded by its model class (`kwargs` go
+    to `from_pretrained`, e.g. `dtype`)."""
+    model_class, checkpoint, _, _ = golden_family(family)
+    return model_class.from_pretrained(checkpoint, **kwargs)
+
+
 # --------------------------------------------------------------------------------- batches
 def make_batch(vocab_size, ids, source_lengths, target_lengths, padding_side="right", seed=0):
     """A padded batch of mixed lengths, as int64 numpy arrays (what torch wants).

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import bf16_vs_fp32, golden_family, make_batch, to_numpy
+from helpers import bf16_vs_fp32, golden_family, load_golden_model, make_batch, to_numpy
 from fixtures.savedmodel.weight_checks import (
     assert_serves_the_models_translations,
     export_float_and_variant,
@@ -22,7 +22,7 @@ from fixtures.savedmodel.weight_checks import (
     variable_elements_by_dtype,
 )
 
-FAMILIES = {family: golden_family(family) for family in ("mt5", "m2m100")}
+FAMILIES = ("mt5", "m2m100")
 SOURCE_LENGTHS = (14, 7, 3, 11, 9, 5, 12, 2)
 TARGET_LENGTHS = (12, 6, 9, 3, 12, 7, 10, 5)
 # Bounds, as for mixed_bfloat16 (tests/test_mixed_bfloat16.py): relative logit error < 5e-2,
@@ -41,9 +41,10 @@ NEW_TOKENS = 8
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def models(request):
-    model_class, checkpoint, ids, vocab = FAMILIES[request.param]
-    return (request.param, model_class.from_pretrained(checkpoint),
-            model_class.from_pretrained(checkpoint, dtype="bfloat16"), ids, vocab)
+    family = request.param
+    _, _, ids, vocab = golden_family(family)
+    return (family, load_golden_model(family), load_golden_model(family, dtype="bfloat16"),
+            ids, vocab)
 
 
 def _sources(vocab, ids, rows=8, width=10, seed=3):
@@ -133,8 +134,7 @@ def test_export_dtype_errors_name_the_problem(tmp_path):
 
     with pytest.raises(ValueError, match="dtype must be one of float32, bfloat16, got 'float16'"):
         ExportSettings(dtype="float16")
-    model_class, checkpoint, _, _ = FAMILIES["mt5"]
-    model = model_class.from_pretrained(checkpoint)
+    model = load_golden_model("mt5")
     with pytest.raises(ValueError, match="settings.dtype is 'bfloat16' but the model passed in "
                                          "is 'float32'"):
         export_savedmodel(None, str(tmp_path), ExportSettings(dtype="bfloat16"), model=model,

@@ -6,7 +6,8 @@ decoder logits, eagerly and under `tf.function(jit_compile=True)`."""
 import numpy as np
 import pytest
 
-from helpers import golden_family, incremental_decoder_logits, make_batch, to_numpy
+from helpers import (golden_family, incremental_decoder_logits, load_golden_model, make_batch,
+                     to_numpy)
 
 
 def _mt5_cache_dims(config):
@@ -33,8 +34,7 @@ def family(request):
 
 @pytest.fixture(scope="module")
 def model(family):
-    model_class, checkpoint, _, _ = golden_family(family)
-    return model_class.from_pretrained(checkpoint)
+    return load_golden_model(family)
 
 
 def _batch(family, side):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import bf16_vs_fp32, golden_family, incremental_decoder_logits, make_batch, to_numpy
+from helpers import (bf16_vs_fp32, golden_family, incremental_decoder_logits, load_golden_model,
+                     make_batch, to_numpy)
 
 FAMILIES = ("mt5", "m2m100")
 SOURCE_LENGTHS = (14, 7, 3, 11, 9, 5, 12, 2)
@@ -24,19 +25,17 @@ def family(request):
 
 @pytest.fixture(scope="module")
 def fp32_model(family):
-    model_class, checkpoint, _, _ = golden_family(family)
-    return model_class.from_pretrained(checkpoint)
+    return load_golden_model(family)
 
 
 def _bf16_model(family, how):
-    model_class, checkpoint, _, _ = golden_family(family)
     if how == "global_policy":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
         try:
-            return model_class.from_pretrained(checkpoint)
+            return load_golden_model(family)
         finally:
             keras.mixed_precision.set_global_policy("float32")
-    return model_class.from_pretrained(checkpoint, dtype="mixed_bfloat16")
+    return load_golden_model(family, dtype="mixed_bfloat16")
 
 
 @pytest.mark.parametrize("how, side", [("global_policy", "right"), ("dtype_argument", "left")])
