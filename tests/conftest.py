@@ -89,6 +89,15 @@ def report_figure(request):
     return record
 
 
+@pytest.fixture(scope="session")
+def tiny_m2m100_float_export(tmp_path_factory):
+    """`(checkpoint, float_saved_model_dir)`: a tiny M2M100 checkpoint and its float32
+    SavedModel, exported once for the tests that compare other exports with it."""
+    from fixtures.savedmodel.weight_checks import export_tiny_m2m100_float
+
+    return export_tiny_m2m100_float(str(tmp_path_factory.mktemp("m2m100_float_export")))
+
+
 def pytest_terminal_summary(terminalreporter):
     if _FIGURES:
         terminalreporter.section("measured figures")

@@ -17,7 +17,7 @@ import tensorflow as tf
 from helpers import bf16_vs_fp32, golden_family, load_golden_model, make_batch, to_numpy
 from fixtures.savedmodel.weight_checks import (
     assert_serves_the_models_translations,
-    export_float_and_variant,
+    export_variant,
     export_info,
     variable_elements_by_dtype,
 )
@@ -109,14 +109,15 @@ def test_generation_stays_close_to_float32_and_paths_agree(models, num_beams, re
     assert xla_graph >= MIN_XLA_GRAPH_TOKEN_AGREEMENT
 
 
-def test_savedmodel_export_stores_and_serves_bfloat16_weights(tmp_path):
+def test_savedmodel_export_stores_and_serves_bfloat16_weights(tiny_m2m100_float_export,
+                                                              tmp_path):
     """`tfmodels export --dtype bfloat16`: the SavedModel's model variables are bfloat16
     (half the float32 export's bytes) and its default signature serves the bfloat16
     model's translations."""
     from savedmodel.checkpoint import load_checkpoint
 
-    checkpoint, float_dir, bf16_dir = export_float_and_variant(
-        tmp_path, "bf16", ["--dtype", "bfloat16"])
+    checkpoint, float_dir, bf16_dir = export_variant(
+        tiny_m2m100_float_export, tmp_path, "bf16", ["--dtype", "bfloat16"])
     info = export_info(bf16_dir)
     assert info["settings"]["dtype"] == "bfloat16" and info["dtype"] == "bfloat16"
     float_counts = variable_elements_by_dtype(float_dir)

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from fixtures.savedmodel.weight_checks import (
     assert_serves_the_models_translations,
-    export_float_and_variant,
+    export_variant,
     export_info,
     variable_elements_by_dtype,
 )
@@ -444,14 +444,15 @@ def test_keras_file_keeps_the_quantisation(tmp_path, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_savedmodel_export_reads_and_stores_int8_weights(tmp_path, mode):
+def test_savedmodel_export_reads_and_stores_int8_weights(tiny_m2m100_float_export, tmp_path,
+                                                         mode):
     """`tfmodels export --quantize int8|int8_dynamic`: the served translations are the
     quantised model's, the float kernels it replaced (with int8_dynamic the encoder's
     too) are left out, and the ops are stock."""
     from savedmodel.checkpoint import load_checkpoint
 
-    checkpoint, float_dir, int8_dir = export_float_and_variant(
-        tmp_path, mode, ["--quantize", mode])
+    checkpoint, float_dir, int8_dir = export_variant(
+        tiny_m2m100_float_export, tmp_path, mode, ["--quantize", mode])
     assert export_info(int8_dir)["settings"]["weight_quantization"] == mode
 
     model, tokenizer = load_checkpoint(checkpoint)
