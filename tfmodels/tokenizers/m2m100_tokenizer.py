@@ -91,6 +91,8 @@ class M2M100Tokenizer(SentencePieceTokenizerBase):
         **kwargs,
     ):
         super().__init__(
+            additional_special_tokens=additional_special_tokens,
+            added_tokens_decoder=added_tokens_decoder,
             model_max_length=model_max_length,
             clean_up_tokenization_spaces=clean_up_tokenization_spaces,
             nbest_size=nbest_size,
@@ -108,14 +110,6 @@ class M2M100Tokenizer(SentencePieceTokenizerBase):
         self.sep_token = sep_token
         self.pad_token = pad_token
         self.unk_token = unk_token
-        self.additional_special_tokens = (
-            None if additional_special_tokens is None else list(additional_special_tokens)
-        )
-        self.added_tokens_decoder = (
-            None
-            if not added_tokens_decoder
-            else {int(k): hf_files.AddedTokenSpec.from_value(v) for k, v in added_tokens_decoder.items()}
-        )
         self._codes = list(M2M100_LANGUAGE_CODES[language_codes])
         self._src_lang = None
         self._tgt_lang = None
@@ -408,16 +402,11 @@ class M2M100Tokenizer(SentencePieceTokenizerBase):
         if self.model_max_length is not None:
             config["model_max_length"] = self.model_max_length
         if self.added_tokens_decoder:
-            config["added_tokens_decoder"] = {str(k): v.to_json() for k, v in self.added_tokens_decoder.items()}
+            config["added_tokens_decoder"] = self._added_tokens_decoder_json()
         if self.additional_special_tokens is not None:
             specials["additional_special_tokens"] = self._additional_json()
         hf_files.write_json(os.path.join(directory, hf_files.TOKENIZER_CONFIG_FILE), config)
         hf_files.write_json(os.path.join(directory, hf_files.SPECIAL_TOKENS_MAP_FILE), specials)
-
-    def _additional_json(self):
-        if self.additional_special_tokens is None:
-            return None
-        return [hf_files.token_to_json(t) for t in self.additional_special_tokens]
 
     def load_assets(self, dir_path):
         self.set_vocabulary(os.path.join(dir_path, SPM_FILE), os.path.join(dir_path, VOCAB_FILE))
@@ -437,12 +426,6 @@ class M2M100Tokenizer(SentencePieceTokenizerBase):
                 "sep_token": hf_files.token_to_json(self.sep_token),
                 "pad_token": hf_files.token_to_json(self.pad_token),
                 "unk_token": hf_files.token_to_json(self.unk_token),
-                "additional_special_tokens": self._additional_json(),
-                "added_tokens_decoder": (
-                    None
-                    if not self.added_tokens_decoder
-                    else {str(k): v.to_json() for k, v in self.added_tokens_decoder.items()}
-                ),
             }
         )
         return config

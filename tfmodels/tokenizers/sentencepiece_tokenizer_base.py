@@ -32,6 +32,8 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
 
     def __init__(
         self,
+        additional_special_tokens=None,
+        added_tokens_decoder=None,
         model_max_length=None,
         clean_up_tokenization_spaces=False,
         nbest_size=0,
@@ -51,6 +53,15 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
         self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
         self.nbest_size = int(nbest_size)
         self.alpha = float(alpha)
+        self.additional_special_tokens = (
+            None if additional_special_tokens is None else list(additional_special_tokens)
+        )
+        self.added_tokens_decoder = (
+            None
+            if not added_tokens_decoder
+            else {int(k): hf_tokenizer_files.AddedTokenSpec.from_value(v)
+                  for k, v in added_tokens_decoder.items()}
+        )
         self._vocabulary_ready = False
 
     # ------------------------------------------------------------------ setup
@@ -605,10 +616,25 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
                 "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
                 "nbest_size": self.nbest_size,
                 "alpha": self.alpha,
+                "additional_special_tokens": self._additional_json(),
+                "added_tokens_decoder": self._added_tokens_decoder_json(),
             }
         )
         config.pop("trainable", None)
         return config
+
+    def _additional_json(self):
+        """`additional_special_tokens` as the reference's JSON files write them (or None)."""
+        if self.additional_special_tokens is None:
+            return None
+        return [hf_tokenizer_files.token_to_json(t) for t in self.additional_special_tokens]
+
+    def _added_tokens_decoder_json(self):
+        """`added_tokens_decoder` as the reference's `tokenizer_config.json` writes it
+        (string ids), or None when there is none."""
+        if not self.added_tokens_decoder:
+            return None
+        return {str(k): v.to_json() for k, v in self.added_tokens_decoder.items()}
 
     def save_assets(self, dir_path):
         self.save_pretrained(dir_path)

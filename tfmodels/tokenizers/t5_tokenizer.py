@@ -89,6 +89,8 @@ class T5Tokenizer(SentencePieceTokenizerBase):
         **kwargs,
     ):
         super().__init__(
+            additional_special_tokens=additional_special_tokens,
+            added_tokens_decoder=added_tokens_decoder,
             model_max_length=model_max_length,
             clean_up_tokenization_spaces=clean_up_tokenization_spaces,
             nbest_size=nbest_size,
@@ -96,19 +98,11 @@ class T5Tokenizer(SentencePieceTokenizerBase):
             **kwargs,
         )
         self.extra_ids = int(extra_ids)
-        self.additional_special_tokens = (
-            None if additional_special_tokens is None else list(additional_special_tokens)
-        )
         self.eos_token = eos_token
         self.unk_token = unk_token
         self.pad_token = pad_token
         self.legacy = legacy
         self.add_prefix_space = add_prefix_space
-        self.added_tokens_decoder = (
-            None
-            if not added_tokens_decoder
-            else {int(k): hf_files.AddedTokenSpec.from_value(v) for k, v in added_tokens_decoder.items()}
-        )
         self._strip_first_piece_prefix = bool(add_prefix_space)
         if proto is not None:
             self.set_proto(proto)
@@ -391,7 +385,7 @@ class T5Tokenizer(SentencePieceTokenizerBase):
         if self.model_max_length is not None:
             config["model_max_length"] = self.model_max_length
         if self.added_tokens_decoder:
-            config["added_tokens_decoder"] = {str(k): v.to_json() for k, v in self.added_tokens_decoder.items()}
+            config["added_tokens_decoder"] = self._added_tokens_decoder_json()
         hf_files.write_json(os.path.join(directory, hf_files.TOKENIZER_CONFIG_FILE), config)
         special_map = {
             "eos_token": hf_files.token_to_json(self.eos_token),
@@ -402,11 +396,6 @@ class T5Tokenizer(SentencePieceTokenizerBase):
             special_map["additional_special_tokens"] = self._additional_json()
         hf_files.write_json(os.path.join(directory, hf_files.SPECIAL_TOKENS_MAP_FILE), special_map)
 
-    def _additional_json(self):
-        if self.additional_special_tokens is None:
-            return None
-        return [hf_files.token_to_json(t) for t in self.additional_special_tokens]
-
     def load_assets(self, dir_path):
         self.set_proto(os.path.join(dir_path, SPIECE_FILE))
 
@@ -416,17 +405,11 @@ class T5Tokenizer(SentencePieceTokenizerBase):
             {
                 "proto": None,  # saved as an asset (spiece.model)
                 "extra_ids": self.extra_ids,
-                "additional_special_tokens": self._additional_json(),
                 "eos_token": hf_files.token_to_json(self.eos_token),
                 "unk_token": hf_files.token_to_json(self.unk_token),
                 "pad_token": hf_files.token_to_json(self.pad_token),
                 "legacy": self.legacy,
                 "add_prefix_space": self.add_prefix_space,
-                "added_tokens_decoder": (
-                    None
-                    if not self.added_tokens_decoder
-                    else {str(k): v.to_json() for k, v in self.added_tokens_decoder.items()}
-                ),
             }
         )
         return config
