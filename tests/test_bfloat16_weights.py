@@ -17,8 +17,8 @@ import tensorflow as tf
 from helpers import bf16_vs_fp32, golden_family, load_golden_model, make_batch, to_numpy
 from fixtures.savedmodel.weight_checks import (
     assert_serves_the_models_translations,
-    export_variant,
     export_info,
+    export_variant,
     variable_elements_by_dtype,
 )
 

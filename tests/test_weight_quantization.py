@@ -15,8 +15,8 @@ import tensorflow as tf
 
 from fixtures.savedmodel.weight_checks import (
     assert_serves_the_models_translations,
-    export_variant,
     export_info,
+    export_variant,
     variable_elements_by_dtype,
 )
 from test_training_support import random_batches, small_model
