@@ -128,6 +128,10 @@ MT5_IDS = dict(pad=0, eos=1, start=0)
 M2M100_IDS = dict(pad=1, eos=2, start=2, bos=0)
 
 
+# The families with a committed tiny golden checkpoint (`golden_family`).
+GOLDEN_FAMILIES = ("mt5", "m2m100")
+
+
 def golden_family(family):
     """`(model class, golden checkpoint dir, special ids, vocab size)` of the committed
     tiny checkpoint of `family` ("mt5" or "m2m100")."""

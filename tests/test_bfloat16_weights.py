@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import bf16_vs_fp32, golden_family, load_golden_model, make_batch, to_numpy
+from helpers import (GOLDEN_FAMILIES, bf16_vs_fp32, golden_family, load_golden_model, make_batch,
+                     to_numpy)
 from fixtures.savedmodel.weight_checks import (
     assert_serves_the_models_translations,
     export_info,
@@ -22,7 +23,6 @@ from fixtures.savedmodel.weight_checks import (
     variable_elements_by_dtype,
 )
 
-FAMILIES = ("mt5", "m2m100")
 SOURCE_LENGTHS = (14, 7, 3, 11, 9, 5, 12, 2)
 TARGET_LENGTHS = (12, 6, 9, 3, 12, 7, 10, 5)
 # Bounds, as for mixed_bfloat16 (tests/test_mixed_bfloat16.py): relative logit error < 5e-2,
@@ -39,7 +39,7 @@ MIN_XLA_GRAPH_TOKEN_AGREEMENT = 0.8
 NEW_TOKENS = 8
 
 
-@pytest.fixture(scope="module", params=sorted(FAMILIES))
+@pytest.fixture(scope="module", params=sorted(GOLDEN_FAMILIES))
 def models(request):
     family = request.param
     _, _, ids, vocab = golden_family(family)

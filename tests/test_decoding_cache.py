@@ -6,8 +6,8 @@ decoder logits, eagerly and under `tf.function(jit_compile=True)`."""
 import numpy as np
 import pytest
 
-from helpers import (golden_family, incremental_decoder_logits, load_golden_model, make_batch,
-                     to_numpy)
+from helpers import (GOLDEN_FAMILIES, golden_family, incremental_decoder_logits, load_golden_model,
+                     make_batch, to_numpy)
 
 
 def _mt5_cache_dims(config):
@@ -27,7 +27,7 @@ TARGET_LENGTHS = (7, 7, 7)
 DECODE_RTOL = 1e-5
 
 
-@pytest.fixture(scope="module", params=["mt5", "m2m100"])
+@pytest.fixture(scope="module", params=GOLDEN_FAMILIES)
 def family(request):
     return request.param
 

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import (bf16_vs_fp32, golden_family, incremental_decoder_logits, load_golden_model,
-                     make_batch, to_numpy)
+from helpers import (GOLDEN_FAMILIES, bf16_vs_fp32, golden_family, incremental_decoder_logits,
+                     load_golden_model, make_batch, to_numpy)
 
-FAMILIES = ("mt5", "m2m100")
 SOURCE_LENGTHS = (14, 7, 3, 11, 9, 5, 12, 2)
 TARGET_LENGTHS = (12, 6, 9, 3, 12, 7, 10, 5)
 # Bounds: relative logit error < 5e-2, argmax agreement > 90%.
@@ -18,7 +17,7 @@ MAX_LOGITS_REL = 5e-2
 MIN_ARGMAX_AGREEMENT = 0.9
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+@pytest.fixture(scope="module", params=GOLDEN_FAMILIES)
 def family(request):
     return request.param
 
