@@ -5,6 +5,7 @@ Nothing here imports torch or transformers at module level: torch-free runs impo
 file too (the golden-fixture tests).
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -132,15 +133,71 @@ M2M100_IDS = dict(pad=1, eos=2, start=2, bos=0)
 GOLDEN_FAMILIES = ("mt5", "m2m100")
 
 
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """What the tests both families share need to know of each (`FAMILIES[name]`).
+
+    Class names are the same in tfmodels and transformers (`MT5Model`, `M2M100Config`), so
+    `class_name(head)` serves both: `ours(head)` is ours, `getattr(transformers, name)`
+    theirs.
+    """
+
+    name: str  # "mt5" or "m2m100"
+    class_prefix: str  # "MT5" or "M2M100"
+    tiny_config: dict  # the fast suite's tiny config (transformers' keys)
+    real_config: dict  # the real checkpoint's config.json (slow suite)
+    real_name: str  # "mt5-small" or "m2m100_418M"
+    ids: dict  # special ids: pad, eos, decoder start
+    golden_dir: str  # the committed tiny checkpoint written by transformers
+    layer_keys: tuple  # config keys of the (encoder, decoder) layer counts
+    head_keys: tuple  # config keys of the (encoder, decoder) attention head counts
+    bare_heads: tuple  # model heads besides ForConditionalGeneration ("Model", ...)
+
+    def class_name(self, head="ForConditionalGeneration"):
+        return self.class_prefix + head
+
+    def ours(self, head="ForConditionalGeneration"):
+        import tfmodels
+
+        return getattr(tfmodels, self.class_name(head))
+
+    def batch(self, padding_side="right", vocab_size=None, seed=0,
+              source_lengths=(9, 5, 2, 7), target_lengths=(6, 3, 7, 1)):
+        """`make_batch` of four mixed-length rows, over the tiny vocabulary by default."""
+        return make_batch(vocab_size or self.tiny_config["vocab_size"], self.ids,
+                          source_lengths, target_lengths, padding_side, seed)
+
+    def layers(self, config=None):
+        """`(encoder layers, decoder layers)` of `config` (default: the tiny one)."""
+        config = self.tiny_config if config is None else config
+        return tuple(config[key] for key in self.layer_keys)
+
+    def heads(self, config=None):
+        """`(encoder heads, decoder heads)` of `config` (default: the tiny one)."""
+        config = self.tiny_config if config is None else config
+        return tuple(config[key] for key in self.head_keys)
+
+
+FAMILIES = {
+    "mt5": Family(
+        name="mt5", class_prefix="MT5", tiny_config=TINY_MT5,
+        real_config=MT5_SMALL_CONFIG_JSON, real_name="mt5-small", ids=MT5_IDS,
+        golden_dir=GOLDEN_MT5_DIR, layer_keys=("num_layers", "num_decoder_layers"),
+        head_keys=("num_heads", "num_heads"), bare_heads=("Model", "EncoderModel")),
+    "m2m100": Family(
+        name="m2m100", class_prefix="M2M100", tiny_config=TINY_M2M100,
+        real_config=M2M100_418M_CONFIG_JSON, real_name="m2m100_418M", ids=M2M100_IDS,
+        golden_dir=GOLDEN_M2M100_DIR, layer_keys=("encoder_layers", "decoder_layers"),
+        head_keys=("encoder_attention_heads", "decoder_attention_heads"),
+        bare_heads=("Model",)),
+}
+
+
 def golden_family(family):
     """`(model class, golden checkpoint dir, special ids, vocab size)` of the committed
-    tiny checkpoint of `family` ("mt5" or "m2m100")."""
-    from tfmodels import M2M100ForConditionalGeneration, MT5ForConditionalGeneration
-
-    return {
-        "mt5": (MT5ForConditionalGeneration, GOLDEN_MT5_DIR, MT5_IDS, 96),
-        "m2m100": (M2M100ForConditionalGeneration, GOLDEN_M2M100_DIR, M2M100_IDS, 128),
-    }[family]
+    tiny checkpoint of `family` ("mt5" or "m2m100"; its config is the tiny config)."""
+    spec = FAMILIES[family]
+    return spec.ours(), spec.golden_dir, spec.ids, spec.tiny_config["vocab_size"]
 
 
 def load_golden_model(family, **kwargs):
@@ -194,14 +251,12 @@ def make_batch(vocab_size, ids, source_lengths, target_lengths, padding_side="ri
     )
 
 
-def mt5_batch(padding_side="right", vocab_size=TINY_MT5["vocab_size"], seed=0,
-              source_lengths=(9, 5, 2, 7), target_lengths=(6, 3, 7, 1)):
-    return make_batch(vocab_size, MT5_IDS, source_lengths, target_lengths, padding_side, seed)
+def mt5_batch(padding_side="right", **kwargs):
+    return FAMILIES["mt5"].batch(padding_side, **kwargs)
 
 
-def m2m100_batch(padding_side="right", vocab_size=TINY_M2M100["vocab_size"], seed=0,
-                 source_lengths=(9, 5, 2, 7), target_lengths=(6, 3, 7, 1)):
-    return make_batch(vocab_size, M2M100_IDS, source_lengths, target_lengths, padding_side, seed)
+def m2m100_batch(padding_side="right", **kwargs):
+    return FAMILIES["m2m100"].batch(padding_side, **kwargs)
 
 
 def without(batch, *keys):
