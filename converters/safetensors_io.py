@@ -38,6 +38,8 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from converters.shard_index import read_shard_index
+
 __all__ = [
     "SAFETENSORS_DTYPES",
     "SAFE_WEIGHTS_NAME",
@@ -265,17 +267,13 @@ def read_sharded_safetensors(index_path: str | os.PathLike, copy: bool = False) 
         >>> tensors = read_sharded_safetensors("model/model.safetensors.index.json")  # doctest: +SKIP
     """
     index_path = os.fspath(index_path)
-    weight_map = _read_weight_map(index_path)
-    folder = os.path.dirname(index_path)
-    shard_names = sorted(set(weight_map.values()))
-    missing_files = [name for name in shard_names if not os.path.isfile(os.path.join(folder, name))]
-    if missing_files:
-        raise FileNotFoundError(f"{index_path}: shard file(s) listed in weight_map are missing: {missing_files}")
+    weight_map, shard_paths = read_shard_index(index_path)
 
     tensors: dict[str, np.ndarray] = {}
     origin: dict[str, str] = {}
-    for shard_name in shard_names:
-        for name, array in read_safetensors(os.path.join(folder, shard_name), copy=copy).items():
+    for shard_path in shard_paths:
+        shard_name = os.path.basename(shard_path)
+        for name, array in read_safetensors(shard_path, copy=copy).items():
             if name in tensors:
                 raise ValueError(f"{index_path}: tensor {name!r} is stored in both {origin[name]} and {shard_name}")
             tensors[name], origin[name] = array, shard_name
@@ -286,22 +284,6 @@ def read_sharded_safetensors(index_path: str | os.PathLike, copy: bool = False) 
         )
         raise ValueError(f"{index_path}: {len(misplaced)} tensor(s) are not where the index says: {details}")
     return tensors
-
-
-def _read_weight_map(index_path: str) -> dict[str, str]:
-    try:
-        with open(index_path, encoding="utf-8") as handle:
-            index = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{index_path}: invalid JSON ({error})") from None
-    weight_map = index.get("weight_map") if isinstance(index, dict) else None
-    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-        raise ValueError(f"{index_path}: expected an object with a 'weight_map' of tensor name -> shard file")
-    for shard in set(weight_map.values()):
-        # Shard names are plain file names next to the index; refuse paths that escape it.
-        if os.path.basename(shard) != shard or shard in ("", ".", ".."):
-            raise ValueError(f"{index_path}: shard file name {shard!r} is not a plain file name")
-    return weight_map
 
 
 # --------------------------------------------------------------------------- writing

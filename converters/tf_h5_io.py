@@ -42,11 +42,12 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 
 import numpy as np
+
+from converters.shard_index import read_shard_index
 
 __all__ = [
     "TF_WEIGHTS_NAME",
@@ -264,19 +265,10 @@ def read_sharded_tf_h5(index_path: str | os.PathLike, prefix_to_remove: str = ""
         >>> tensors = read_sharded_tf_h5("mt5/tf_model.h5.index.json")  # doctest: +SKIP
     """
     index_path = os.fspath(index_path)
-    try:
-        with open(index_path, encoding="utf-8") as handle:
-            weight_map = json.load(handle)["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"{index_path}: not a valid TF shard index ({error!r})") from None
-    folder = os.path.dirname(index_path)
-    shard_names = sorted(set(weight_map.values()))
-    missing = [name for name in shard_names if not os.path.isfile(os.path.join(folder, name))]
-    if missing:
-        raise FileNotFoundError(f"{index_path}: shard file(s) listed in weight_map are missing: {missing}")
+    _, shard_paths = read_shard_index(index_path)
     tensors: dict[str, np.ndarray] = {}
-    for shard_name in shard_names:
-        for name, array in read_tf_h5(os.path.join(folder, shard_name), prefix_to_remove).items():
+    for shard_path in shard_paths:
+        for name, array in read_tf_h5(shard_path, prefix_to_remove).items():
             if name in tensors and not np.array_equal(tensors[name], array):
                 raise ValueError(f"{index_path}: {name!r} appears in several shards with different values")
             tensors[name] = array

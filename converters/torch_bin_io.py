@@ -16,13 +16,14 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
 
 import ml_dtypes
 import numpy as np
+
+from converters.shard_index import read_shard_index
 
 __all__ = [
     "TORCH_WEIGHTS_NAME",
@@ -105,19 +106,10 @@ def read_sharded_torch_bin(index_path: str | os.PathLike) -> dict[str, np.ndarra
     """
     index_path = os.fspath(index_path)
     _import_torch(index_path)
-    try:
-        with open(index_path, encoding="utf-8") as handle:
-            weight_map = json.load(handle)["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"{index_path}: not a valid shard index ({error!r})") from None
-    folder = os.path.dirname(index_path)
-    shard_names = sorted(set(weight_map.values()))
-    missing = [name for name in shard_names if not os.path.isfile(os.path.join(folder, name))]
-    if missing:
-        raise FileNotFoundError(f"{index_path}: shard file(s) listed in weight_map are missing: {missing}")
+    weight_map, shard_paths = read_shard_index(index_path)
     tensors: dict[str, np.ndarray] = {}
-    for shard_name in shard_names:
-        tensors.update(read_torch_bin(os.path.join(folder, shard_name)))
+    for shard_path in shard_paths:
+        tensors.update(read_torch_bin(shard_path))
     absent = sorted(set(weight_map) - set(tensors))
     if absent:
         raise ValueError(f"{index_path}: {len(absent)} tensor(s) listed in the index are in no shard: {absent[:20]}")

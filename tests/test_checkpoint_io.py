@@ -31,6 +31,7 @@ from converters import (
     read_safetensors_metadata,
     read_sharded_safetensors,
     read_sharded_tf_h5,
+    read_sharded_torch_bin,
     read_tf_h5,
     read_tf_h5_raw,
     read_torch_bin,
@@ -224,6 +225,46 @@ def test_sharded_safetensors_index_errors(tmp_path):
     index_path.write_text(json.dumps(index))
     with pytest.raises(FileNotFoundError, match="model-00002-of-00002.safetensors"):
         read_checkpoint(tmp_path)
+
+
+# The three sharded readers share one index check (converters.shard_index).
+BAD_INDEXES = {
+    "not-json": ("{nope", ValueError, "invalid JSON"),
+    "no-weight-map": (json.dumps({"metadata": {}}), ValueError, "'weight_map'"),
+    # A shard "name" that is a path could reach files outside the checkpoint folder.
+    "path-as-shard": (json.dumps({"weight_map": {"w": "../elsewhere.bin"}}), ValueError,
+                      "'../elsewhere.bin' is not a plain file name"),
+    "missing-shard": (json.dumps({"weight_map": {"w": "shard-00002.bin"}}), FileNotFoundError,
+                      "missing: \\['shard-00002.bin'\\]"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INDEXES))
+@pytest.mark.parametrize("reader, index_name", [
+    (read_sharded_safetensors, "model.safetensors.index.json"),
+    (read_sharded_tf_h5, "tf_model.h5.index.json"),
+    (read_sharded_torch_bin, "pytorch_model.bin.index.json"),
+], ids=["safetensors", "tf_h5", "torch_bin"])
+def test_sharded_readers_refuse_the_same_bad_indexes(tmp_path, reader, index_name, case):
+    if reader is read_sharded_torch_bin:
+        pytest.importorskip("torch")
+    text, error, match = BAD_INDEXES[case]
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    (tmp_path / "elsewhere.bin").write_bytes(b"outside the checkpoint folder")
+    (folder / index_name).write_text(text)
+    with pytest.raises(error, match=match) as info:
+        reader(folder / index_name)
+    assert index_name in str(info.value)  # names the index it refused
+
+
+def test_shard_index_docstring_example_runs():
+    import doctest
+
+    from converters import shard_index
+
+    result = doctest.testmod(shard_index)
+    assert result.attempted > 0 and result.failed == 0
 
 
 @pytest.mark.torch
