@@ -31,7 +31,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -39,6 +38,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from converters import safetensors_io, tf_h5_io, torch_bin_io
+from converters.json_files import read_json_object
 
 __all__ = [
     "CHECKPOINT_FORMATS",
@@ -228,11 +228,4 @@ def read_json_config(directory: str | os.PathLike, file_name: str = "config.json
     path = os.path.join(os.fspath(directory), file_name)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model config not found: {path}")
-    with open(path, encoding="utf-8") as handle:
-        try:
-            config = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: invalid JSON ({error})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(config).__name__}")
-    return config
+    return read_json_object(path)

@@ -21,8 +21,9 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
+
+from converters.json_files import read_json_object
 
 __all__ = ["read_shard_index"]
 
@@ -37,12 +38,7 @@ def read_shard_index(index_path: str | os.PathLike) -> tuple[dict[str, str], lis
     missing.
     """
     index_path = os.fspath(index_path)
-    try:
-        with open(index_path, encoding="utf-8") as handle:
-            index = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{index_path}: invalid JSON ({error})") from None
-    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    weight_map = read_json_object(index_path).get("weight_map")
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise ValueError(f"{index_path}: expected an object with a 'weight_map' of tensor name -> shard file")
     shard_names = sorted(set(weight_map.values()))

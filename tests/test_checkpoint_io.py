@@ -258,12 +258,12 @@ def test_sharded_readers_refuse_the_same_bad_indexes(tmp_path, reader, index_nam
     assert index_name in str(info.value)  # names the index it refused
 
 
-def test_shard_index_docstring_example_runs():
+@pytest.mark.parametrize("module_name", ["shard_index", "json_files"])
+def test_converters_docstring_examples_run(module_name):
     import doctest
+    import importlib
 
-    from converters import shard_index
-
-    result = doctest.testmod(shard_index)
+    result = doctest.testmod(importlib.import_module(f"converters.{module_name}"))
     assert result.attempted > 0 and result.failed == 0
 
 

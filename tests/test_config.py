@@ -176,7 +176,13 @@ def test_invalid_json_and_missing_file_are_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="config"):
         MT5Config.from_pretrained(str(tmp_path))
     (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(ConfigError, match="not valid JSON"):
+    with pytest.raises(ConfigError, match="config.json: invalid JSON"):
+        MT5Config.from_pretrained(str(tmp_path))
+    (tmp_path / "config.json").write_bytes(b"\xff\xfe binary")
+    with pytest.raises(ConfigError, match="config.json: invalid JSON"):
+        MT5Config.from_pretrained(str(tmp_path))
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="config.json: expected a JSON object, got list"):
         MT5Config.from_pretrained(str(tmp_path))
 
 

@@ -405,7 +405,10 @@ def test_generation_config_reads_and_writes_the_reference_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         GenerationConfig.from_pretrained(str(tmp_path / "missing"))
     (tmp_path / "generation_config.json").write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(ValueError, match="generation_config.json: invalid JSON"):
+        GenerationConfig.from_pretrained(str(tmp_path))
+    (tmp_path / "generation_config.json").write_text('"greedy"')
+    with pytest.raises(ValueError, match="expected a JSON object, got str"):
         GenerationConfig.from_pretrained(str(tmp_path))
 
 

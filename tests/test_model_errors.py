@@ -255,6 +255,28 @@ def test_pytorch_bin_with_allow_bin_but_without_torch_says_so(tmp_path, family, 
     assert "needs torch" in str(info.value) and "safetensors" in str(info.value)
 
 
+def test_load_seq2seq_lm_picks_the_class_of_the_folders_model_type(family):
+    from tfmodels.auto import load_seq2seq_lm
+
+    assert type(load_seq2seq_lm(family.golden_dir)) is family.ours()
+
+
+def test_load_seq2seq_lm_names_what_is_wrong_with_the_folder(tmp_path):
+    from tfmodels.auto import load_seq2seq_lm
+
+    with pytest.raises(FileNotFoundError, match="No config.json"):
+        load_seq2seq_lm(str(tmp_path))
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="config.json: invalid JSON"):
+        load_seq2seq_lm(str(tmp_path))
+    (tmp_path / "config.json").write_text('["mt5"]')
+    with pytest.raises(ConfigError, match="expected a JSON object, got list"):
+        load_seq2seq_lm(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"model_type": "bart"}')
+    with pytest.raises(ValueError, match=r"model_type='bart'; tfmodels supports \['m2m_100', 'mt5', 't5'\]"):
+        load_seq2seq_lm(str(tmp_path))
+
+
 # ------------------------------------------------------------------------ one family only
 def test_mt5_encoder_model_checks_its_inputs_too():
     mt5 = FAMILIES["mt5"]

@@ -1,8 +1,9 @@
 """Picks the model class from a checkpoint's `config.json` (`model_type`)."""
 
-import json
 import os
 
+from converters.json_files import read_json_object
+from tfmodels.models.config_base import ConfigError
 from tfmodels.models.m2m100 import M2M100ForConditionalGeneration
 from tfmodels.models.mt5 import MT5ForConditionalGeneration
 
@@ -18,8 +19,7 @@ def seq2seq_lm_class_for(directory):
     config_path = os.path.join(directory, "config.json")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"No config.json in {directory!r}")
-    with open(config_path, encoding="utf-8") as handle:
-        model_type = json.load(handle).get("model_type")
+    model_type = read_json_object(config_path, ConfigError).get("model_type")
     try:
         return SEQ2SEQ_LM_CLASSES[model_type]
     except KeyError:

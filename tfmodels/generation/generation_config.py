@@ -8,6 +8,8 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 
+from converters.json_files import read_json_object
+
 GENERATION_CONFIG_NAME = "generation_config.json"
 
 # Options of the reference that this package does not implement, with the value that means
@@ -154,14 +156,7 @@ class GenerationConfig:
         path = os.path.join(directory, config_file_name)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No {config_file_name} in {directory!r}")
-        with open(path, encoding="utf-8") as handle:
-            try:
-                values = json.load(handle)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path} is not valid JSON: {error}") from None
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a JSON object, got {type(values).__name__}")
-        return cls.from_dict(values)
+        return cls.from_dict(read_json_object(path))
 
     # -- serialisation --------------------------------------------------------------------
     def to_dict(self):

@@ -5,6 +5,8 @@ import json
 import os
 from typing import Any, ClassVar, Dict
 
+from converters.json_files import read_json_object
+
 CONFIG_NAME = "config.json"
 
 
@@ -93,12 +95,7 @@ class PretrainedConfig:
     def from_json_file(cls, path):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No config file at {path}")
-        with open(path, encoding="utf-8") as handle:
-            try:
-                values = json.load(handle)
-            except json.JSONDecodeError as error:
-                raise ConfigError(f"{path} is not valid JSON: {error}") from None
-        return cls.from_dict(values)
+        return cls.from_dict(read_json_object(path, ConfigError))
 
     @classmethod
     def from_pretrained(cls, directory):

@@ -11,6 +11,8 @@ import dataclasses
 import json
 import os
 
+from converters.json_files import read_json_object
+
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
 ADDED_TOKENS_FILE = "added_tokens.json"
@@ -93,11 +95,6 @@ def token_to_json(value):
     return spec.to_json()
 
 
-def read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def write_json(path, obj):
     with open(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2, ensure_ascii=False)
@@ -113,7 +110,7 @@ def load_init_kwargs(directory, overrides):
     `added_tokens.json`.
     """
     config_path = os.path.join(directory, TOKENIZER_CONFIG_FILE)
-    init_kwargs = read_json(config_path) if os.path.exists(config_path) else {}
+    init_kwargs = read_json_object(config_path) if os.path.exists(config_path) else {}
     for key in ("tokenizer_class", "tokenizer_file", "init_inputs", "auto_map",
                 "name_or_path", "special_tokens_map_file"):
         init_kwargs.pop(key, None)
@@ -126,7 +123,7 @@ def load_init_kwargs(directory, overrides):
     else:
         map_path = os.path.join(directory, SPECIAL_TOKENS_MAP_FILE)
         if os.path.exists(map_path):
-            for key, value in read_json(map_path).items():
+            for key, value in read_json_object(map_path).items():
                 if key in overrides and overrides[key]:
                     continue
                 if isinstance(value, dict):
@@ -150,7 +147,7 @@ def load_init_kwargs(directory, overrides):
                     specials.add(token_content(init_kwargs[key]))
             for token in init_kwargs.get("additional_special_tokens") or []:
                 specials.add(token_content(token))
-            for content, index in read_json(added_path).items():
+            for content, index in read_json_object(added_path).items():
                 special = content in specials
                 added_tokens_decoder[int(index)] = AddedTokenSpec(
                     content, normalized=not special, special=special

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from converters.json_files import read_json_object
 from tfmodels.tokenizers import hf_tokenizer_files as hf_files
 from tfmodels.tokenizers import sentencepiece_model
 from tfmodels.tokenizers import text_graph_ops as ops
@@ -146,7 +147,7 @@ class M2M100Tokenizer(SentencePieceTokenizerBase):
         self._proto = sentencepiece_model.read_proto(proto)
         model = sentencepiece_model.parse_proto(self._proto)
         if isinstance(vocabulary, (str, os.PathLike)):
-            vocabulary = hf_files.read_json(vocabulary)
+            vocabulary = read_json_object(vocabulary)
         self._encoder = {str(k): int(v) for k, v in vocabulary.items()}
         decoder = {v: k for k, v in self._encoder.items()}
         encoder_size = len(self._encoder)
