@@ -129,10 +129,6 @@ MT5_IDS = dict(pad=0, eos=1, start=0)
 M2M100_IDS = dict(pad=1, eos=2, start=2, bos=0)
 
 
-# The families with a committed tiny golden checkpoint (`golden_family`).
-GOLDEN_FAMILIES = ("mt5", "m2m100")
-
-
 @dataclasses.dataclass(frozen=True)
 class Family:
     """What the tests both families share need to know of each (`FAMILIES[name]`).
@@ -160,6 +156,10 @@ class Family:
         import tfmodels
 
         return getattr(tfmodels, self.class_name(head))
+
+    def our_tiny_config(self, **overrides):
+        """Our config of the tiny model, with `overrides` (transformers' keys)."""
+        return self.ours("Config")(**{**self.tiny_config, **overrides})
 
     def batch(self, padding_side="right", vocab_size=None, seed=0,
               source_lengths=(9, 5, 2, 7), target_lengths=(6, 3, 7, 1)):
@@ -191,6 +191,9 @@ FAMILIES = {
         head_keys=("encoder_attention_heads", "decoder_attention_heads"),
         bare_heads=("Model",)),
 }
+
+# The families with a committed tiny golden checkpoint (`golden_family`): every one.
+GOLDEN_FAMILIES = tuple(FAMILIES)
 
 
 def golden_family(family):
@@ -261,6 +264,16 @@ def m2m100_batch(padding_side="right", **kwargs):
 
 def without(batch, *keys):
     return {key: value for key, value in batch.items() if key not in keys}
+
+
+def inputs_for_head(head, batch):
+    """The part of a full batch that a model of `head` ("ForConditionalGeneration",
+    "Model" or "EncoderModel") takes."""
+    if head == "EncoderModel":
+        return {key: batch[key] for key in ("input_ids", "attention_mask")}
+    if head == "Model":
+        return without(batch, "labels")
+    return batch
 
 
 # ----------------------------------------------------------------------------- comparisons

@@ -19,6 +19,7 @@ from helpers import (
     assert_loss_close,
     assert_rel_close,
     assert_tensors_equal,
+    inputs_for_head,
     reference_state_dict,
     run_reference,
     shared_ours_from_reference,
@@ -82,26 +83,13 @@ def _outputs_equal(first, second):
             np.testing.assert_array_equal(to_numpy(first[key]), to_numpy(second[key]), key)
 
 
-def _inputs_for(head, batch):
-    """The part of a full batch that a model of `head` takes."""
-    if head == "EncoderModel":
-        return {key: batch[key] for key in ("input_ids", "attention_mask")}
-    if head == "Model":
-        return without(batch, "labels")
-    return batch
-
-
 def _main_key(head):
     return "logits" if head == LM else "last_hidden_state"
 
 
-def _tiny_config(family, head=LM, **overrides):
-    return family.ours(head).config_class(**{**family.tiny_config, **overrides})
-
-
 def _new_tiny_model(family, head):
     """A new, randomly initialised tiny model of `head`."""
-    return family.ours(head)(_tiny_config(family, head))
+    return family.ours(head)(family.our_tiny_config())
 
 
 # ------------------------------------------------------------------ reading each format
@@ -134,7 +122,7 @@ def test_from_pretrained_reads_reference_directory(transformers, tmp_path, famil
     for name, array in model.hf_state_dict().items():
         np.testing.assert_array_equal(array, reference_tensors[name], name)
 
-    batch = _inputs_for(head, family.batch("left"))
+    batch = inputs_for_head(head, family.batch("left"))
     expected = run_reference(reference, batch)
     out = model(**batch)
     label = f"{family.class_name(head)} tiny from {format_id}"
@@ -241,7 +229,7 @@ def test_reference_loads_our_save_pretrained(transformers, tmp_path, family, hea
     for name, tensor in loaded.state_dict().items():
         np.testing.assert_array_equal(tensor.numpy(), source.state_dict()[name].numpy(), name)
 
-    batch = _inputs_for(head, without(family.batch("right"), "labels"))
+    batch = inputs_for_head(head, without(family.batch("right"), "labels"))
     key = _main_key(head)
     theirs = run_reference(loaded, batch)
     np.testing.assert_array_equal(theirs[key].numpy(), run_reference(source, batch)[key])
@@ -261,7 +249,7 @@ def test_keras_file_round_trip(tmp_path, family, head):
     assert len(loaded.weights) == len(model.weights)
     for ours, theirs in zip(model.weights, loaded.weights):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), ours.path)
-    inputs = _inputs_for(head, family.batch("left"))
+    inputs = inputs_for_head(head, family.batch("left"))
     _outputs_equal(loaded(**inputs), model(**inputs))
 
 
@@ -271,7 +259,7 @@ def test_save_weights_load_weights_round_trip(tmp_path, family, head):
     path = str(tmp_path / "model.weights.h5")
     model.save_weights(path)
     fresh = _new_tiny_model(family, head)
-    inputs = _inputs_for(head, family.batch("right"))
+    inputs = inputs_for_head(head, family.batch("right"))
     key = _main_key(head)
     # A fresh model has other random weights, so outputs differ before loading ...
     assert not np.array_equal(to_numpy(fresh(**inputs)[key]), to_numpy(model(**inputs)[key]))
@@ -281,7 +269,7 @@ def test_save_weights_load_weights_round_trip(tmp_path, family, head):
 
 
 def test_keras_file_keeps_tied_head_and_unknown_config_keys(tmp_path, family):
-    config = _tiny_config(family, **TIED_CONFIG[family.name])
+    config = family.our_tiny_config(**TIED_CONFIG[family.name])
     config.extra["architectures"] = [family.class_name()]
     model = family.ours()(config)
     path = str(tmp_path / "tied.keras")

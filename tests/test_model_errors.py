@@ -45,7 +45,7 @@ def family(request):
 
 @pytest.fixture(scope="module")
 def model(family):
-    return family.ours()(family.ours().config_class(**family.tiny_config))
+    return family.ours()(family.our_tiny_config())
 
 
 @pytest.fixture(scope="module")
@@ -280,7 +280,7 @@ def test_load_seq2seq_lm_names_what_is_wrong_with_the_folder(tmp_path):
 # ------------------------------------------------------------------------ one family only
 def test_mt5_encoder_model_checks_its_inputs_too():
     mt5 = FAMILIES["mt5"]
-    encoder = mt5.ours("EncoderModel")(mt5.ours("Config")(**mt5.tiny_config))
+    encoder = mt5.ours("EncoderModel")(mt5.our_tiny_config())
     with pytest.raises(ValueError, match="input_ids must have rank 2"):
         encoder(input_ids=[5, 6, 1])
     with pytest.raises(TypeError, match="input_ids must hold integer token ids"):

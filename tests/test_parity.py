@@ -22,6 +22,7 @@ from helpers import (
     make_batch,
     assert_loss_close,
     assert_rel_close,
+    inputs_for_head,
     run_reference,
     shared_ours_from_reference,
     shared_reference_model,
@@ -124,7 +125,7 @@ def test_model_output_behaves_like_the_reference_output(transformers, family):
 @each_family
 def test_bare_model_parity(transformers, family, side, report_figure):
     reference, model = _reference_and_ours(transformers, family, "Model")
-    batch = without(family.batch(side), "labels")
+    batch = inputs_for_head("Model", family.batch(side))
 
     expected = run_reference(reference, batch)
     out = model(**batch)
@@ -205,7 +206,7 @@ def test_encoder_outputs_can_be_passed_in(transformers, family):
 def test_mt5_encoder_model_parity(transformers, side, report_figure):
     family = FAMILIES["mt5"]
     reference, model = _reference_and_ours(transformers, family, "EncoderModel")
-    batch = {key: family.batch(side)[key] for key in ("input_ids", "attention_mask")}
+    batch = inputs_for_head("EncoderModel", family.batch(side))
 
     expected = run_reference(reference, batch)
     out = model(**batch)
