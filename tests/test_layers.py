@@ -585,3 +585,38 @@ def test_precomputed_keys_shared_by_groups_of_queries(query_length):
     assert float(tf.reduce_max(expected_weights[members:, :, :, 5:])) == 0.0
     with pytest.raises(ValueError, match="5 query rows cannot share .* cache of 2 rows"):
         attention(queries[:5], cache=cache_g)
+
+
+@pytest.mark.parametrize("batch,fused", [(1, True), (2, False)])
+def test_single_query_attention_is_fused_sums_under_xla(batch, fused):
+    """Under XLA, one query of one row (batch-1 decoding) attends through a multiply and a
+    sum, which XLA fuses and reuses across layers, instead of two matrix-vector products
+    each compiled into its own kernel (`attention._is_single_query`); more rows keep the
+    products. Every form gives the eager values, in float32 and mixed bfloat16, with and
+    without the self-attention cache."""
+    for policy in ("float32", "mixed_bfloat16"):
+        attention = MultiHeadAttention(num_heads=2, head_dim=6, hidden_dim=16, use_bias=True,
+                                       scale_queries=True, dtype=policy, name="attention")
+        query = _hidden((batch, 1, 16), 1)
+        cache = tuple(_hidden((batch, 2, 5, 6), seed) for seed in (2, 3))
+        bias = tf.where(tf.range(5) < 3, 0.0, MASKED_BIAS)[tf.newaxis, tf.newaxis, tf.newaxis]
+
+        def attend(query, key, value):
+            output, weights, _ = attention(query, attention_bias=bias,
+                                           cache=(key, value), cache_index=tf.constant(2),
+                                           return_attention_weights=True)
+            return output, weights
+
+        expected_output, expected_weights = attend(query, *cache)
+        output, weights = tf.function(attend, jit_compile=True)(query, *cache)
+        tolerance = 1e-5 if policy == "float32" else 2e-2
+        np.testing.assert_allclose(np.asarray(output, np.float32),
+                                   np.asarray(expected_output, np.float32),
+                                   rtol=tolerance, atol=tolerance)
+        np.testing.assert_allclose(np.asarray(weights, np.float32),
+                                   np.asarray(expected_weights, np.float32),
+                                   rtol=tolerance, atol=tolerance)
+        assert float(tf.reduce_max(tf.cast(weights[..., 3:], tf.float32))) == 0.0
+        # The query, key, value and output projections are the only products left.
+        hlo = optimized_hlo(attend, query, *cache)
+        assert (hlo.count(" dot(") == 4) == fused, hlo.count(" dot(")
