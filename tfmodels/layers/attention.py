@@ -264,7 +264,7 @@ def _is_single_query(query_bhqd):
     share. `bench/compile_breakdown.py --runs 3 --settings 1x1` (2 threads): LLVM work
     2.37 -> 1.84 CPU-seconds and XLA's backend phase 1.67 -> 1.39 s for m2m100_418M,
     1.81 -> 1.41 and 1.34 -> 1.13 s for mt5-small; later calls take as long as before.
-    With more rows the products stay: at batch 8 the sums made each call 3-5 % slower.
+    With more rows the products stay: at batch 8 the sums made each call 2-4 % slower.
     """
     batch, _, query_length, _ = query_bhqd.shape
     return batch == 1 and query_length == 1 and in_xla_context()
