@@ -270,6 +270,27 @@ def test_lengths_within_a_bucket_reuse_one_compiled_function(models):
     assert max(later) < first_seconds / 3, (first_seconds, later)
 
 
+@pytest.mark.parametrize("family", sorted(support.FAMILIES))
+def test_later_source_buckets_share_one_trace(family):
+    """A search's first source bucket has a trace of its own; the second gets one with the
+    source length open, which every later source bucket reuses (XLA compiles it for the
+    new shape), and each gives the ids the plain graph gives."""
+    model = support.load_fixture_model(family)  # its own cache of compiled searches
+    rng = np.random.RandomState(1)
+    options = dict(max_new_tokens=5, min_new_tokens=2, num_beams=2)
+    traces = trace_count()
+    # Source buckets 8, 16, 32, 8; each traces an XLA and a plain-graph search or none.
+    for length, new_traces in [(7, 2), (13, 2), (30, 0), (6, 0)]:
+        ids = rng.randint(4, 64, size=(2, length))
+        under_xla = model.generate(ids, **options).numpy()
+        plain = model.generate(ids, jit_compile=False, **options).numpy()
+        np.testing.assert_array_equal(under_xla, plain)
+        assert trace_count() == traces + new_traces, length
+        traces = trace_count()
+    source_lengths = sorted(str(plan.source_length) for plan, jit in compiled_functions(model))
+    assert source_lengths == ["8", "8", "None", "None"]  # XLA and plain graph each
+
+
 def test_kv_cache_bucket_leaves_out_the_token_never_fed_back(models, golden):
     """The last buffer position is generated but never fed to the decoder, so the cache is
     bucketed on `max_length - 1`: 32 new tokens after the start token (max_length 33) take

@@ -3,13 +3,26 @@
 A call pads its batch and source length up to a bucket (1, 2, 3, 4, 6, 8, 12, 16, 24, ...:
 powers of two and their midpoints, so padding wastes at most a third), and the KV cache
 to a bucket of `max_length - 1` (the token buffer is one longer: its last token is never
-fed back). Each `(bucket, static options)` pair is traced and compiled once and kept in
-a per-model LRU cache, so a long-running process compiles a bounded number of functions
+fed back). Each `(bucket, static options)` pair is compiled once, from traces kept in a
+per-model LRU cache, so a long-running process compiles a bounded number of programs
 whatever lengths it sees. Run-time options (lengths, penalties, temperature, seed,
 forced BOS ids) are tensors and never recompile.
+
+A search's first source bucket (for one batch bucket, KV-cache bucket and static options)
+is traced with its static shapes. A second source bucket gets a trace that leaves the
+source length open, and that one trace then serves every further source bucket: XLA
+compiles it once per bucket it meets, and tracing, the largest part of a first call after
+XLA's own work, is skipped. On 2 threads (32 new tokens), a third source bucket's first
+call took 5.0-5.1 instead of 5.4-6.1 s for m2m100_418M at batch 1, 9.7-9.8 instead of
+9.9-10.2 s at 8 x 4 beams, and 3.1-3.3 instead of 3.4-3.9 s for mt5-small at batch 1
+(`bench/results/compile_first_call_2026-12-07_session30_intel.txt`). The first bucket
+keeps its static trace: an open source length adds shape arithmetic (mt5-small: 1,552
+instead of 1,273 graph ops), which made the first call of an open trace 0.2-0.3 s longer
+for mt5-small at batch 1; the second bucket pays that. Later calls take as long either way.
 """
 
 import collections
+import dataclasses
 import threading
 import weakref
 
@@ -78,13 +91,23 @@ def clear_compiled_functions(model=None):
 
 
 def _compiled_search(model, plan, jit_compile):
+    """The cached search function for `plan` (static shapes) and `jit_compile`: the one
+    traced for this source bucket, else the one with the source length open, else a new
+    one, which leaves the source length open when another source bucket of the same
+    search was traced before (see the module docstring)."""
     cache = compiled_functions(model)
-    key = (plan, bool(jit_compile))
+    open_plan = dataclasses.replace(plan, source_length=None)
+    jit_compile = bool(jit_compile)
     with _cache_lock:
-        function = cache.get(key)
-        if function is not None:
-            cache.move_to_end(key)
-            return function
+        for key in ((plan, jit_compile), (open_plan, jit_compile)):
+            function = cache.get(key)
+            if function is not None:
+                cache.move_to_end(key)
+                return function
+        if any(jit == jit_compile and dataclasses.replace(traced, source_length=None) == open_plan
+               for traced, jit in cache):
+            plan = open_plan
+    key = (plan, jit_compile)
     model_ref = weakref.ref(model)  # the compiled function must not keep the model alive
 
     def search_fn(inputs):
@@ -94,7 +117,7 @@ def _compiled_search(model, plan, jit_compile):
     function = tf.function(
         search_fn,
         input_signature=[input_signature(plan)],
-        jit_compile=bool(jit_compile),
+        jit_compile=jit_compile,
         reduce_retracing=False,
         autograph=False,
     )

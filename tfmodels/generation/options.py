@@ -22,7 +22,9 @@ class SearchPlan:
     """The static shape of one generation graph (hashable: the compiled-function key).
 
     `batch_size` / `source_length` are the padded (bucketed) input shapes, or None for a
-    graph with dynamic shapes (exporters). `buffer_length` is the static size of the token
+    dimension the graph leaves open (exporters leave both open; `generate` leaves the
+    source length open from a search's second source bucket on, and XLA compiles per
+    bucket). `buffer_length` is the static size of the token
     buffer and of the self-attention cache (>= `max_length`). `num_samples` is the number
     of independent rows per input when sampling without beams (`num_return_sequences`),
     else 1. Beam search returns all `num_beams` finished hypotheses per input, best
