@@ -588,23 +588,24 @@ def test_precomputed_keys_shared_by_groups_of_queries(query_length):
 
 
 @pytest.mark.parametrize("batch,fused", [(1, True), (2, False)])
-def test_single_query_attention_is_fused_sums_under_xla(batch, fused):
+@pytest.mark.parametrize("cache_index,projections", [(2, 4), (None, 2)])  # self, cross
+def test_single_query_attention_is_fused_sums_under_xla(batch, fused, cache_index, projections):
     """Under XLA, one query of one row (batch-1 decoding) attends through a multiply and a
     sum, which XLA fuses and reuses across layers, instead of two matrix-vector products
     each compiled into its own kernel (`attention._is_single_query`); more rows keep the
-    products. Every form gives the eager values, in float32 and mixed bfloat16, with and
-    without the self-attention cache."""
+    products. Every form gives the eager values, in float32 and mixed bfloat16, for the
+    self-attention cache and for precomputed cross-attention keys and values."""
     for policy in ("float32", "mixed_bfloat16"):
         attention = MultiHeadAttention(num_heads=2, head_dim=6, hidden_dim=16, use_bias=True,
                                        scale_queries=True, dtype=policy, name="attention")
         query = _hidden((batch, 1, 16), 1)
         cache = tuple(_hidden((batch, 2, 5, 6), seed) for seed in (2, 3))
         bias = tf.where(tf.range(5) < 3, 0.0, MASKED_BIAS)[tf.newaxis, tf.newaxis, tf.newaxis]
+        index = None if cache_index is None else tf.constant(cache_index)
 
         def attend(query, key, value):
-            output, weights, _ = attention(query, attention_bias=bias,
-                                           cache=(key, value), cache_index=tf.constant(2),
-                                           return_attention_weights=True)
+            output, weights, _ = attention(query, attention_bias=bias, cache=(key, value),
+                                           cache_index=index, return_attention_weights=True)
             return output, weights
 
         expected_output, expected_weights = attend(query, *cache)
@@ -617,6 +618,6 @@ def test_single_query_attention_is_fused_sums_under_xla(batch, fused):
                                    np.asarray(expected_weights, np.float32),
                                    rtol=tolerance, atol=tolerance)
         assert float(tf.reduce_max(tf.cast(weights[..., 3:], tf.float32))) == 0.0
-        # The query, key, value and output projections are the only products left.
-        hlo = optimized_hlo(attend, query, *cache)
-        assert (hlo.count(" dot(") == 4) == fused, hlo.count(" dot(")
+        # The projections are the only products left.
+        dots = optimized_hlo(attend, query, *cache).count(" dot(")
+        assert (dots == projections) == fused, dots

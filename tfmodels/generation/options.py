@@ -24,8 +24,8 @@ class SearchPlan:
     `batch_size` / `source_length` are the padded (bucketed) input shapes, or None for a
     dimension the graph leaves open (exporters leave both open; `generate` leaves the
     source length open from a search's second source bucket on, and XLA compiles per
-    bucket). `buffer_length` is the static size of the token
-    buffer and of the self-attention cache (>= `max_length`). `num_samples` is the number
+    bucket). `buffer_length` is the static size of the token buffer and of the
+    self-attention cache (>= `max_length`). `num_samples` is the number
     of independent rows per input when sampling without beams (`num_return_sequences`),
     else 1. Beam search returns all `num_beams` finished hypotheses per input, best
     first; callers keep the first `num_return_sequences`. `output_vocabulary_size` is the
