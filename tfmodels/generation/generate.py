@@ -23,6 +23,7 @@ for mt5-small at batch 1; the second bucket pays that. Later calls take as long 
 
 import collections
 import dataclasses
+import functools
 import threading
 import weakref
 
@@ -108,12 +109,11 @@ def _compiled_search(model, plan, jit_compile):
                for traced, jit in cache):
             plan = open_plan
     key = (plan, jit_compile)
-    model_ref = weakref.ref(model)  # the compiled function must not keep the model alive
-
-    def search_fn(inputs):
-        _trace_count[0] += 1
-        return run_search(model_ref(), plan, inputs)
-
+    # A weak reference: the compiled function must not keep the model alive. A partial
+    # rather than a closure: TensorFlow counts traces per code object to warn about
+    # "frequent retracing", and every closure here would share one, so a process meeting
+    # its fifth bucket would be told its tf.function retraces too often.
+    search_fn = functools.partial(_traced_search, weakref.ref(model), plan)
     function = tf.function(
         search_fn,
         input_signature=[input_signature(plan)],
@@ -126,6 +126,11 @@ def _compiled_search(model, plan, jit_compile):
         while len(cache) > MAX_CACHED_FUNCTIONS:
             cache.popitem(last=False)
     return function
+
+
+def _traced_search(model_ref, plan, inputs):
+    _trace_count[0] += 1
+    return run_search(model_ref(), plan, inputs)
 
 
 # ----------------------------------------------------------------------------- input checks
