@@ -10,8 +10,6 @@ transformers 4.57 PyTorch `generate` on the two tiny checkpoints next to them (s
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -27,7 +25,7 @@ from tfmodels.generation import (
     generate_graph,
     trace_count,
 )
-from helpers import M2M100_418M_CONFIG_JSON, TESTS_DIR, assert_docstring_examples_run, optimized_hlo
+from helpers import M2M100_418M_CONFIG_JSON, assert_docstring_examples_run, optimized_hlo
 
 
 # Sequence scores sum a dozen float32 log-probabilities whose products XLA and the plain
@@ -292,38 +290,6 @@ def test_later_source_buckets_share_one_trace(family):
     source_lengths = sorted(str(plan.source_length) for plan, jit in compiled_functions(model))
     assert source_lengths == ["8", "8", "None", "None"]  # XLA and plain graph each
 
-
-
-MANY_BUCKETS_SCRIPT = """
-import logging
-import tensorflow as tf
-from helpers import TINY_MT5
-from tfmodels import MT5Config, MT5ForConditionalGeneration
-from tfmodels.generation import trace_count
-
-warnings = []
-handler = logging.Handler()
-handler.emit = lambda record: warnings.append(record.getMessage())
-tf.get_logger().addHandler(handler)
-model = MT5ForConditionalGeneration(MT5Config(**TINY_MT5))
-for batch in (1, 2, 3, 4, 6, 8):          # six batch buckets: six searches traced
-    model.generate([[5, 6, 7, 1]] * batch, max_new_tokens=3)
-print("TRACES", trace_count())
-print("RETRACING", sum("retracing" in message for message in warnings))
-"""
-
-
-def test_many_buckets_draw_no_frequent_retracing_warning():
-    """Each bucket's search is a tf.function of its own; TensorFlow must not take their
-    first traces for one function retracing (its warning tells users they made a
-    mistake). A fresh process: TensorFlow warns at most twice per function per process."""
-    repo = os.path.dirname(TESTS_DIR)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, TESTS_DIR]), TF_CPP_MIN_LOG_LEVEL="2")
-    process = subprocess.run([sys.executable, "-c", MANY_BUCKETS_SCRIPT], capture_output=True,
-                             text=True, env=env, cwd=repo, timeout=600)
-    assert process.returncode == 0, process.stderr[-2000:]
-    assert "TRACES 6" in process.stdout, process.stdout
-    assert "RETRACING 0" in process.stdout, process.stdout + process.stderr[-2000:]
 
 def test_kv_cache_bucket_leaves_out_the_token_never_fed_back(models, golden):
     """The last buffer position is generated but never fed to the decoder, so the cache is

@@ -1,5 +1,7 @@
 """tensorflow-text's regular SentencePiece op, created inside each graph."""
 
+import functools
+
 import tensorflow as tf
 import tensorflow_text as tf_text
 
@@ -25,8 +27,13 @@ class GraphSentencepiece:
         self._out_type = out_type
         self._nbest_size = nbest_size
         self._alpha = alpha
+        # Through a partial: TensorFlow counts traces per code object to warn about
+        # "frequent retracing", and each tokenizer's function traces once, so with a bound
+        # method a process's fifth tokenizer would draw that warning.
         self._eager_fn = tf.function(
-            self._tokenize_in_graph, input_signature=[tf.TensorSpec([None], tf.string)], autograph=False
+            functools.partial(self._tokenize_in_graph),
+            input_signature=[tf.TensorSpec([None], tf.string)],
+            autograph=False,
         )
 
     def _tokenize_in_graph(self, texts):
