@@ -577,8 +577,8 @@ def _run_engines_once(arguments, name, spec, engines, settings, repeats, ct2_pyt
 
 def merge_rounds(results):
     """One engine's per-round results -> one result: per setting, the fastest call of any
-    round; the compile and set-up times of the rounds with the least; the largest peak
-    RSS. `spread` is
+    round; the compile and set-up times of the rounds with the least (`compile_s` per
+    process, `compile_by_setting` per setting); the largest peak RSS. `spread` is
     the largest ratio, over settings, of the slowest round's best call to the fastest's
     (0.0 with one round). A failed round is dropped; if all failed, the first error stays.
 
@@ -586,7 +586,7 @@ def merge_rounds(results):
     ...                "build_s": 2.0},
     ...               {"results": {"1x1": {"first": 6.0, "best": 1.25}}, "peak_rss_mb": 12,
     ...                "build_s": 1.5}])
-    {'results': {'1x1': {'first': 9.0, 'best': 1.0}}, 'peak_rss_mb': 12, 'compile_s': 4.75, 'setup_s': 1.5, 'spread': 0.25, 'rounds': 2}
+    {'results': {'1x1': {'first': 9.0, 'best': 1.0}}, 'peak_rss_mb': 12, 'compile_s': 4.75, 'compile_by_setting': {'1x1': 4.75}, 'setup_s': 1.5, 'spread': 0.25, 'rounds': 2}
     """
     good = [result for result in results if "error" not in result]
     if not good:
@@ -601,6 +601,11 @@ def merge_rounds(results):
         "results": merged,
         "peak_rss_mb": max(result["peak_rss_mb"] for result in good),
         "compile_s": min(_compile_seconds(result["results"]) for result in good),
+        "compile_by_setting": {
+            key: min(result["results"][key]["first"] - result["results"][key]["best"]
+                     for result in good if key in result["results"])
+            for key in good[0]["results"]
+        },
         "setup_s": min((result["build_s"] for result in good if "build_s" in result),
                        default=None),
         "spread": max(spreads),
@@ -650,6 +655,14 @@ def _print_table(label, settings, ceiling, rows):
         spread = f"{100 * row['spread']:>8.0f}%" if row.get("rounds", 1) > 1 else f"{'-':>9}"
         print(f"  {engine:<20}" + "".join(cells) + f"{compile_s:>11.1f}{setup}"
               f"{row['peak_rss_mb']:>13.0f}{spread}")
+    print("  first call minus best call, per setting (s; the bucket's tracing and compilation):")
+    for engine, row in rows.items():
+        if "error" in row:
+            continue
+        by_setting = row.get("compile_by_setting") or {
+            key: timing["first"] - timing["best"] for key, timing in row["results"].items()}
+        print(f"    {engine:<18}" + "".join(
+            f"{by_setting[key]:>14.1f}" if key in by_setting else f"{'-':>14}" for key in keys))
     if "error" not in ceiling:
         print(f"  bandwidth ceiling: {ceiling['gb_per_s']:.1f} GB/s over "
               f"{ceiling['parameters'] * 4 / 1e6:.0f} MB (decoder + LM head) -> "

@@ -42,6 +42,8 @@ def test_merge_keeps_each_settings_fastest_round_and_the_least_compile(bench):
     assert merged["results"]["8x1"] == {"first": 9.0, "best": 3.0}
     # Compile: per round, the largest first-minus-best over settings; then the least round.
     assert merged["compile_s"] == pytest.approx(min(max(8.0, 8.0), max(4.5, 6.0)))
+    # Per setting: the least first-minus-best over the rounds.
+    assert merged["compile_by_setting"] == pytest.approx({"1x1": 4.5, "8x1": 6.0})
     assert merged["peak_rss_mb"] == 300
     assert merged["setup_s"] == 1.5  # the round with the least set-up time
     # Spread: the slowest round's best over the fastest's, worst setting (8x1: 4/3).
@@ -60,7 +62,7 @@ def test_table_prints_the_merged_compile_time_and_spread(bench, capsys):
     rows = {
         "tfmodels": bench.merge_rounds([_round({"1x1": (5.0, 1.0)}, build_s=3.0),
                                         _round({"1x1": (3.0, 2.0)}, build_s=2.3)]),
-        "ct2-fp32": _round({"1x1": (1.5, 0.5)}),
+        "ct2-fp32": _round({"1x1": (2.0, 0.5)}),
     }
     bench._print_table("tiny", [(1, 1)], {"error": "no probe"}, rows)
     table = capsys.readouterr().out
@@ -71,6 +73,12 @@ def test_table_prints_the_merged_compile_time_and_spread(bench, capsys):
     peer = next(line for line in table.splitlines() if line.strip().startswith("ct2-fp32"))
     assert peer.split()[-3:] == ["-", "100", "-"]  # no set-up time given; one round, no spread
     assert "0.50" in table  # the ratio ours / ct2-fp32 = 32 / 64
+    # The per-setting first-call overheads follow the table: merged rounds give the least
+    # (min(4.0, 1.0)), a single round its own (2.0 - 0.5).
+    lines = table.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("first call minus best"))
+    assert lines[start + 1].split() == ["tfmodels", "1.0"]
+    assert lines[start + 2].split() == ["ct2-fp32", "1.5"]
 
 
 def test_bench_doctests_pass(bench):
