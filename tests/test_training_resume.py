@@ -110,6 +110,24 @@ def test_keras_file_keeps_compile_options_and_optimizer_state(tmp_path):
     assert max_abs_diff(weights_of(model), weights_of(loaded)) == 0.0
 
 
+def test_keras_file_of_a_model_never_compiled_loads_uncompiled(tmp_path):
+    """Saving writes no compile options for a model that was never compiled, so loading
+    neither compiles it nor builds (and warns about) an optimizer the file never had."""
+    import warnings
+
+    from test_training_support import max_abs_diff, small_model, weights_of
+
+    model = small_model("mt5")
+    assert not model.compiled
+    model.save(tmp_path / "model.keras")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert not loaded.compiled and getattr(loaded, "optimizer", None) is None
+    assert not [w for w in caught if "optimizer" in str(w.message)], [str(w.message) for w in caught]
+    assert max_abs_diff(weights_of(model), weights_of(loaded)) == 0.0
+
+
 def test_backup_directory_created_by_another_worker_meanwhile(tmp_path, monkeypatch):
     """Another worker can create `backup_dir` between Keras's existence check and its
     `makedirs` (worker i writes `backup_dir/worker_i`, which creates `backup_dir` too);

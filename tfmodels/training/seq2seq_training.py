@@ -210,7 +210,8 @@ class Seq2SeqTrainingMixin:
     # -- saving the compile state (`model.save("x.keras")` / `keras.saving.load_model`) ---
     def get_compile_config(self):
         config = super().get_compile_config()
-        if config is None or not self._trains_lm_head:
+        # Keras gives {} for a model never compiled: keep it so, or loading would compile it.
+        if not config or not self._trains_lm_head:
             return config
         options = self.training_options
         loss_fn = options.per_token_loss_fn
