@@ -677,7 +677,8 @@ def _print_table(label, settings, ceiling, rows):
         return
     peers = [e for e in speeds if not e.startswith("tfmodels")]
     fp32_peers = [e for e in peers if e in ("torch", "hf-tf-xla", "ct2-fp32")]
-    print("  ratios (tfmodels / peer):")
+    if peers:
+        print("  ratios (tfmodels / peer):")
     for engine in peers:
         print(f"    vs {engine:<14}" + "".join(f"{ours[k] / speeds[engine][k]:>14.2f}" for k in keys))
     for engine in [e for e in speeds if e.startswith("tfmodels")]:
