@@ -7,11 +7,10 @@ separate tf.functions that each trace once by design; they must not add up to th
 The check runs in a fresh process: TensorFlow warns at most twice per function and process.
 """
 
-import os
 import subprocess
 import sys
 
-from helpers import TESTS_DIR
+from test_training_support import REPO_DIR, subprocess_env
 
 SCRIPT = """
 import logging
@@ -42,10 +41,8 @@ print("TOKENIZER RETRACING", sum("retracing" in message for message in messages)
 
 
 def test_bucketed_searches_and_tokenizers_draw_no_retracing_warning():
-    repo = os.path.dirname(TESTS_DIR)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, TESTS_DIR]), TF_CPP_MIN_LOG_LEVEL="2")
     process = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                             env=env, cwd=repo, timeout=600)
+                             env=subprocess_env(), cwd=REPO_DIR, timeout=600)
     assert process.returncode == 0, process.stderr[-2000:]
     counts = dict(line.rsplit(" ", 1) for line in process.stdout.splitlines()
                   if line.startswith(("SEARCH ", "TOKENIZER ")))
