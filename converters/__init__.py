@@ -5,11 +5,15 @@ names, with tensors in PyTorch layout (a Linear weight is ``[out, in]``). Mappin
 names onto a Keras model is the model files' job; :func:`match_state_dict` does the
 strict name/shape check.
 
-Example::
+Example (the bundled translator, a sharded safetensors checkpoint)::
 
-    >>> from converters import read_checkpoint, match_state_dict      # doctest: +SKIP
-    >>> tensors, format_name = read_checkpoint("path/to/hf-model")     # doctest: +SKIP
-    >>> weights = match_state_dict({"lm_head.weight": (250112, 512)}, tensors)  # doctest: +SKIP
+    >>> from converters import read_checkpoint, match_state_dict
+    >>> from tfmodels import BUNDLED_TRANSLATOR_DIR
+    >>> tensors, format_name = read_checkpoint(BUNDLED_TRANSLATOR_DIR)
+    >>> weights = match_state_dict({"model.shared.weight": (1108, 128)},
+    ...                            {"model.shared.weight": tensors["model.shared.weight"]})
+    >>> format_name, weights["model.shared.weight"].shape
+    ('safetensors_sharded', (1108, 128))
 
 torch is optional (only ``.bin`` files need it); nothing here imports it at load time.
 """

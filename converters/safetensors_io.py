@@ -189,9 +189,11 @@ def read_safetensors_header(path: str | os.PathLike) -> dict[str, Any]:
 
     Example::
 
-        >>> header = read_safetensors_header(path)             # doctest: +SKIP
-        >>> header["linear.weight"]["dtype"], header["linear.weight"]["shape"]  # doctest: +SKIP
-        ('F32', [2, 3])
+        >>> path = "tests/fixtures/h5_reference/pt/model.safetensors"   # from the repository root
+        >>> header = read_safetensors_header(path)
+        >>> name = "decoder.block.0.layer.0.SelfAttention.k.weight"
+        >>> header[name]["dtype"], header[name]["shape"]
+        ('BF16', [36, 32])
     """
     path = os.fspath(path)
     file_size = os.path.getsize(path)
@@ -211,7 +213,7 @@ def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
 
     Example::
 
-        >>> read_safetensors_metadata(path)                     # doctest: +SKIP
+        >>> read_safetensors_metadata("tests/fixtures/h5_reference/pt/model.safetensors")
         {'format': 'pt'}
     """
     return dict(read_safetensors_header(path).get(_METADATA_KEY, {}))
@@ -230,8 +232,8 @@ def read_safetensors(path: str | os.PathLike, copy: bool = False) -> dict[str, n
 
     Example::
 
-        >>> tensors = read_safetensors("model/model.safetensors")   # doctest: +SKIP
-        >>> tensors["shared.weight"].dtype                           # doctest: +SKIP
+        >>> tensors = read_safetensors("tests/fixtures/h5_reference/pt/model.safetensors")
+        >>> tensors["shared.weight"].dtype
         dtype(bfloat16)
     """
     path = os.fspath(path)
@@ -264,7 +266,12 @@ def read_sharded_safetensors(index_path: str | os.PathLike, copy: bool = False) 
 
     Example::
 
-        >>> tensors = read_sharded_safetensors("model/model.safetensors.index.json")  # doctest: +SKIP
+        >>> import os
+        >>> from tfmodels import BUNDLED_TRANSLATOR_DIR
+        >>> tensors = read_sharded_safetensors(
+        ...     os.path.join(BUNDLED_TRANSLATOR_DIR, "model.safetensors.index.json"))
+        >>> tensors["model.shared.weight"].shape
+        (1108, 128)
     """
     index_path = os.fspath(index_path)
     weight_map, shard_paths = read_shard_index(index_path)
@@ -317,8 +324,11 @@ def write_safetensors(
 
     Example::
 
-        >>> write_safetensors("/tmp/example.safetensors",
-        ...                   {"embed.weight": np.zeros((4, 2), dtype=ml_dtypes.bfloat16)})
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "example.safetensors")
+        >>> write_safetensors(path, {"embed.weight": np.zeros((4, 2), dtype=ml_dtypes.bfloat16)})
+        >>> read_safetensors(path)["embed.weight"].dtype
+        dtype(bfloat16)
     """
     path = os.fspath(path)
     metadata = {"format": "pt"} if metadata is None else dict(metadata)

@@ -35,8 +35,8 @@ Example::
     >>> from converters.tf_h5_io import read_tf_h5, tf_weight_name_to_pt_name
     >>> tf_weight_name_to_pt_name("tfmt5_for_conditional_generation/lm_head/kernel:0", (32, 96))
     ('lm_head.weight', 'transpose')
-    >>> tensors = read_tf_h5("mt5/tf_model.h5")              # doctest: +SKIP
-    >>> tensors["lm_head.weight"].shape                       # doctest: +SKIP
+    >>> tensors = read_tf_h5("tests/fixtures/h5_reference/tf/tf_model.h5")  # repository root
+    >>> tensors["lm_head.weight"].shape
     (96, 32)
 """
 
@@ -226,8 +226,8 @@ def read_tf_h5_raw(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Example::
 
-        >>> raw = read_tf_h5_raw("mt5/tf_model.h5")            # doctest: +SKIP
-        >>> raw["tfmt5_for_conditional_generation/lm_head/kernel:0"].shape  # doctest: +SKIP
+        >>> raw = read_tf_h5_raw("tests/fixtures/h5_reference/tf/tf_model.h5")
+        >>> raw["tfmt5_for_conditional_generation/lm_head/kernel:0"].shape
         (32, 96)
     """
     path = os.fspath(path)
@@ -243,8 +243,8 @@ def read_tf_h5(path: str | os.PathLike, prefix_to_remove: str = "") -> dict[str,
 
     Example::
 
-        >>> tensors = read_tf_h5("mt5/tf_model.h5")            # doctest: +SKIP
-        >>> sorted(tensors)[:2]                                 # doctest: +SKIP
+        >>> tensors = read_tf_h5("tests/fixtures/h5_reference/tf/tf_model.h5")
+        >>> sorted(tensors)[:2]
         ['decoder.block.0.layer.0.SelfAttention.k.weight', 'decoder.block.0.layer.0.SelfAttention.o.weight']
     """
     path = os.fspath(path)

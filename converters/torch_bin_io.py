@@ -7,10 +7,12 @@ that suggests converting the checkpoint to safetensors instead.
 
 Example::
 
+    >>> import os, tempfile
     >>> import numpy as np
     >>> from converters.torch_bin_io import read_torch_bin, write_torch_bin
-    >>> write_torch_bin("/tmp/pytorch_model.bin", {"w": np.eye(2, dtype=np.float32)})  # doctest: +SKIP
-    >>> read_torch_bin("/tmp/pytorch_model.bin")["w"].dtype                            # doctest: +SKIP
+    >>> path = os.path.join(tempfile.mkdtemp(), "pytorch_model.bin")
+    >>> write_torch_bin(path, {"w": np.eye(2, dtype=np.float32)})
+    >>> read_torch_bin(path)["w"].dtype
     dtype('float32')
 """
 
@@ -82,7 +84,11 @@ def read_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Example::
 
-        >>> tensors = read_torch_bin("model/pytorch_model.bin")   # doctest: +SKIP
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "pytorch_model.bin")
+        >>> write_torch_bin(path, {"w": np.arange(3, dtype=np.int64)})
+        >>> read_torch_bin(path)["w"].tolist()
+        [0, 1, 2]
     """
     path = os.fspath(path)
     torch = _import_torch(path)
@@ -121,8 +127,11 @@ def write_torch_bin(path: str | os.PathLike, tensors: Mapping[str, Any]) -> None
 
     Example::
 
-        >>> write_torch_bin("/tmp/pytorch_model.bin",
-        ...                 {"w": np.zeros((2, 2), dtype=ml_dtypes.bfloat16)})   # doctest: +SKIP
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "pytorch_model.bin")
+        >>> write_torch_bin(path, {"w": np.zeros((2, 2), dtype=ml_dtypes.bfloat16)})
+        >>> read_torch_bin(path)["w"].dtype
+        dtype(bfloat16)
     """
     path = os.fspath(path)
     torch = _import_torch(path)

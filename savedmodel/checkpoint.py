@@ -45,8 +45,11 @@ def load_checkpoint(checkpoint_dir, dtype=None):
     """`(model, tokenizer)` from a folder with config.json, weights and tokenizer files;
     `dtype` as for `from_pretrained` (e.g. `"bfloat16"` weights; None = float32).
 
-    Example:
-    >>> model, tokenizer = load_checkpoint("path/to/mt5-small")  # doctest: +SKIP
+    Example (the bundled translator):
+    >>> from tfmodels import BUNDLED_TRANSLATOR_DIR
+    >>> model, tokenizer = load_checkpoint(BUNDLED_TRANSLATOR_DIR)
+    >>> type(model).__name__, type(tokenizer).__name__
+    ('M2M100ForConditionalGeneration', 'M2M100Tokenizer')
     """
     if not os.path.isdir(checkpoint_dir):
         raise FileNotFoundError(f"Checkpoint folder {checkpoint_dir!r} does not exist")

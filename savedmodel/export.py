@@ -65,11 +65,14 @@ def export_savedmodel(checkpoint_dir, out_dir, settings=None, model=None, tokeni
     Returns:
         An `ExportResult`.
 
-    Example:
-    >>> result = export_savedmodel("checkpoints/mt5-small", "exported/mt5",
-    ...                            ExportSettings(num_beams=4, max_new_tokens=64))  # doctest: +SKIP
-    >>> result.saved_model_dir  # doctest: +SKIP
-    'exported/mt5/1'
+    Example (the bundled translator; `out_dir` gets version folder 1):
+    >>> import os, tempfile
+    >>> from tfmodels import BUNDLED_TRANSLATOR_DIR
+    >>> out_dir = tempfile.mkdtemp()
+    >>> result = export_savedmodel(BUNDLED_TRANSLATOR_DIR, out_dir,
+    ...                            ExportSettings(num_beams=4, max_new_tokens=16))
+    >>> result.saved_model_dir == os.path.join(out_dir, "1"), result.signature_names[0]
+    (True, 'serving_default')
     """
     started = time.perf_counter()
     settings = settings or ExportSettings()

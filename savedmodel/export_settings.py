@@ -81,10 +81,14 @@ class ExportSettings:
         model_name: name used in `models.config` and the README commands.
         version: numeric version folder; None = one above the highest existing one.
 
-    Example:
-    >>> settings = ExportSettings(num_beams=4, max_new_tokens=64, max_source_length=256)
-    >>> settings.with_checkpoint_defaults(model).num_beams  # doctest: +SKIP
-    4
+    Example (options left None come from the checkpoint, here the bundled translator's
+    generation_config.json):
+    >>> from tfmodels import BUNDLED_TRANSLATOR_DIR, M2M100ForConditionalGeneration
+    >>> model = M2M100ForConditionalGeneration.from_pretrained(BUNDLED_TRANSLATOR_DIR)
+    >>> settings = ExportSettings(max_new_tokens=64, max_source_length=256)
+    >>> resolved = settings.with_checkpoint_defaults(model)
+    >>> resolved.num_beams, resolved.max_new_tokens, resolved.length_penalty
+    (4, 64, 1.0)
     """
 
     num_beams: Optional[int] = None

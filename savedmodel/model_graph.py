@@ -25,8 +25,14 @@ def target_log_likelihood(model, input_ids, attention_mask, labels, labels_mask)
     Returns:
         `(log_likelihood [batch] float32, num_tokens [batch] int32)`.
 
-    Example:
-    >>> ll, n = target_log_likelihood(model, ids, mask, labels, labels_mask)  # doctest: +SKIP
+    Example (a tiny random mT5):
+    >>> from tfmodels import MT5Config, MT5ForConditionalGeneration
+    >>> model = MT5ForConditionalGeneration(MT5Config(
+    ...     vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2))
+    >>> ll, n = target_log_likelihood(model, tf.constant([[5, 6, 1]]), tf.constant([[1, 1, 1]]),
+    ...                               tf.constant([[7, 8, 1, 0]]), tf.constant([[1, 1, 1, 0]]))
+    >>> n.numpy().tolist(), bool(ll[0] < 0)   # three scored tokens, log-probabilities < 0
+    ([3], True)
     """
     labels = tf.cast(labels, tf.int32)
     labels_mask = tf.cast(labels_mask, tf.int32)

@@ -40,9 +40,20 @@ class ExportedSearch:
         generation_options: resolved `GenerationConfig` options (see
             `ExportSettings.generation_options`); `max_new_tokens` sets the buffer size.
 
-    Example (inside a `tf.function`):
-    >>> search = ExportedSearch(model, settings.generation_options())  # doctest: +SKIP
-    >>> out = search.run(input_ids, attention_mask, search.default_knobs())  # doctest: +SKIP
+    Example (eagerly here; the signatures run it inside their graphs):
+    >>> from savedmodel.checkpoint import load_checkpoint
+    >>> from savedmodel.export_settings import ExportSettings
+    >>> from tfmodels import BUNDLED_TRANSLATOR_DIR
+    >>> model, tokenizer = load_checkpoint(BUNDLED_TRANSLATOR_DIR)
+    >>> settings = ExportSettings(max_new_tokens=16).with_checkpoint_defaults(model)
+    >>> search = ExportedSearch(model, settings.generation_options())
+    >>> batch = tokenizer(["Switzerland", "January"], src_lang="en")
+    >>> german = tf.fill([2], tokenizer.get_lang_id("de"))
+    >>> sequences, scores, lengths = search.run(
+    ...     batch["input_ids"], batch["attention_mask"], tf.constant([True, True]), german,
+    ...     search.default_knobs())
+    >>> tokenizer.detokenize(sequences, skip_special_tokens=True).numpy().tolist()
+    [b'Schweiz', b'Januar']
     """
 
     # Names, dtypes and shapes of the run-time knobs (`buffer_length + 1` for the table).

@@ -66,9 +66,20 @@ class ServingModule(tf.Module):
         tokenizer: its in-graph `T5Tokenizer` / `M2M100Tokenizer`.
         settings: an `ExportSettings` already resolved with `with_checkpoint_defaults`.
 
-    Example:
-    >>> module = ServingModule(model, tokenizer, settings)  # doctest: +SKIP
-    >>> tf.saved_model.save(module, "out/1", signatures=module.signatures())  # doctest: +SKIP
+    Example (what `export_savedmodel` does, less its checks and warm-up):
+    >>> import os, tempfile
+    >>> from savedmodel.checkpoint import load_checkpoint
+    >>> from savedmodel.export_settings import ExportSettings
+    >>> from tfmodels import BUNDLED_TRANSLATOR_DIR
+    >>> model, tokenizer = load_checkpoint(BUNDLED_TRANSLATOR_DIR)
+    >>> settings = ExportSettings(max_new_tokens=16).with_checkpoint_defaults(model)
+    >>> module = ServingModule(model, tokenizer, settings)
+    >>> version_dir = os.path.join(tempfile.mkdtemp(), "1")
+    >>> tf.saved_model.save(module, version_dir, signatures=module.signatures())
+    >>> detokenize = tf.saved_model.load(version_dir).signatures["detokenize"]
+    >>> ids = tokenizer(["January"], src_lang="en")["input_ids"]
+    >>> detokenize(ids=ids)["text"].numpy().tolist()
+    [b'January']
     """
 
     def __init__(self, model, tokenizer, settings):

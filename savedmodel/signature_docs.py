@@ -1,8 +1,14 @@
 """Reads the signatures of an exported SavedModel back from `saved_model.pb` (no loading).
 
-Example:
->>> specs = signature_specs("exported/mt5/1")  # doctest: +SKIP
->>> specs["serving_default"]["inputs"]["text"]  # doctest: +SKIP
+Example (any SavedModel; an export's are listed in savedmodel/README.md):
+>>> import tempfile
+>>> import tensorflow as tf
+>>> module = tf.Module()
+>>> module.echo = tf.function(lambda text: {"text": text},
+...                           input_signature=[tf.TensorSpec([None], tf.string)])
+>>> directory = tempfile.mkdtemp()
+>>> tf.saved_model.save(module, directory, signatures={"serving_default": module.echo})
+>>> signature_specs(directory)["serving_default"]["inputs"]["text"]
 ('string', [-1])
 """
 

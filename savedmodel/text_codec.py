@@ -19,10 +19,17 @@ class TextCodec:
         max_source_length: sources are truncated to this many ids (special tokens kept).
         max_target_length: targets are truncated to this many ids.
 
-    Example (inside a `tf.function`):
+    Example (eagerly here; the signatures call it inside their `tf.function`):
+    >>> from tfmodels import BUNDLED_TRANSLATOR_DIR
+    >>> from tfmodels.tokenizers import M2M100Tokenizer
+    >>> tokenizer = M2M100Tokenizer.from_pretrained(BUNDLED_TRANSLATOR_DIR)
     >>> codec = TextCodec(tokenizer, max_source_length=128, max_target_length=128)
-    >>> ids, mask = codec.encode_sources(tf.constant(["Hello"]))  # doctest: +SKIP
-    >>> codec.decode(ids)  # doctest: +SKIP
+    >>> ids, mask = codec.encode_sources(tf.constant(["Switzerland"]), tf.constant(["en"]))
+    >>> int(ids[0, 0]) == tokenizer.get_lang_id("en"), codec.decode(ids).numpy().tolist()
+    (True, [b'Switzerland'])
+    >>> codec.target_language_ids(tf.constant(["de", "fr"]), 2).numpy().tolist() == [
+    ...     tokenizer.get_lang_id("de"), tokenizer.get_lang_id("fr")]
+    True
     """
 
     def __init__(self, tokenizer, max_source_length, max_target_length):

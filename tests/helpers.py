@@ -516,14 +516,3 @@ def optimized_hlo(function, *inputs):
     return tf.function(function, jit_compile=True).experimental_get_compiler_ir(*inputs)(
         stage="optimized_hlo"
     )
-
-
-def assert_docstring_examples_run(module_name, **globals_):
-    """Every docstring example of module `module_name` runs as written (at least one)."""
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(module_name), extraglobs=globals_,
-                             verbose=False)
-    assert result.attempted > 0
-    assert result.failed == 0

@@ -258,15 +258,6 @@ def test_sharded_readers_refuse_the_same_bad_indexes(tmp_path, reader, index_nam
     assert index_name in str(info.value)  # names the index it refused
 
 
-@pytest.mark.parametrize("module_name", ["shard_index", "json_files"])
-def test_converters_docstring_examples_run(module_name):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(f"converters.{module_name}"))
-    assert result.attempted > 0 and result.failed == 0
-
-
 @pytest.mark.torch
 def test_transformers_loads_written_sharded_checkpoint(tmp_path):
     torch = pytest.importorskip("torch")

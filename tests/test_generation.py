@@ -25,7 +25,7 @@ from tfmodels.generation import (
     generate_graph,
     trace_count,
 )
-from helpers import M2M100_418M_CONFIG_JSON, assert_docstring_examples_run, optimized_hlo
+from helpers import M2M100_418M_CONFIG_JSON, optimized_hlo
 
 
 # Sequence scores sum a dozen float32 log-probabilities whose products XLA and the plain
@@ -514,13 +514,6 @@ def test_decoding_lm_head_matches_compute_logits(models, monkeypatch):
                 logits = tf.function(lambda h, m=model: lm_head_logits(m, h),
                                      jit_compile=jit_compile)(hidden)
                 np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("module_name", ["generate", "generation_config", "graph",
-                                         "logits_processors", "screening", "search", "top_k"])
-def test_generation_docstring_examples_run(module_name):
-    """The generation modules' docstring examples run as written."""
-    assert_docstring_examples_run(f"tfmodels.generation.{module_name}", tf=tf, np=np)
 
 
 @pytest.mark.parametrize("width", [4 * 128112, 100003, 4 * 250112])

@@ -5,7 +5,6 @@ the recorded reference ids in `tests/data/tokenizer_golden.json` or the same
 tokenizer run eagerly (itself checked against the reference elsewhere).
 """
 
-import doctest
 import json
 import os
 import re
@@ -392,16 +391,3 @@ def test_save_pretrained_round_trip(tmp_path, kind, t5_non_legacy, m2m):
     ids = tok.tokenize(texts)
     assert reloaded.detokenize(ids).numpy().tolist() == tok.detokenize(ids).numpy().tolist()
 
-
-def test_docstring_examples_run():
-    cwd = os.getcwd()
-    os.chdir(REPO_ROOT)
-    try:
-        for cls in (T5Tokenizer, M2M100Tokenizer):
-            runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-            for test in doctest.DocTestFinder().find(cls, cls.__name__, globs={}):
-                if test.examples and test.name == cls.__name__:
-                    runner.run(test)
-            assert runner.failures == 0 and runner.tries > 0, cls.__name__
-    finally:
-        os.chdir(cwd)

@@ -20,3 +20,8 @@ from tfmodels.models.mt5 import (  # noqa: E402
 from tfmodels.models.outputs import ModelOutput  # noqa: E402
 
 __version__ = "0.1.0"
+
+# The small M2M100 translator shipped with the package (English -> six languages; what
+# `tfmodels demo` runs): docstring examples and smoke tests run on it without a download.
+BUNDLED_TRANSLATOR_DIR = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "assets",
+                                       "default-translator")

@@ -32,8 +32,10 @@ def seq2seq_lm_class_for(directory):
 def load_seq2seq_lm(directory, allow_bin=False, dtype=None):
     """Loads any supported checkpoint as its `*ForConditionalGeneration` model.
 
-    Example:
-    >>> model = load_seq2seq_lm("path/to/checkpoint")
+    Example (the bundled translator, an M2M100 checkpoint):
+    >>> from tfmodels import BUNDLED_TRANSLATOR_DIR
+    >>> type(load_seq2seq_lm(BUNDLED_TRANSLATOR_DIR)).__name__
+    'M2M100ForConditionalGeneration'
     """
     return seq2seq_lm_class_for(directory).from_pretrained(
         directory, allow_bin=allow_bin, dtype=dtype

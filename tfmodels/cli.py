@@ -1,4 +1,4 @@
-"""The `tfmodels` command line: `convert`, `demo`, `translate` (more subcommands join as features land)."""
+"""The `tfmodels` command line: `demo`, `translate`, `convert`, `export`."""
 
 import argparse
 import os
@@ -8,7 +8,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
+from tfmodels import BUNDLED_TRANSLATOR_DIR  # noqa: E402
 
 
 def _parse_size(text):
@@ -55,8 +55,9 @@ def _copy_side_files(source, destination):
 
 # ------------------------------------------------------------------- demo and translate
 # The bundled translator: a small M2M100-architecture model trained on CLDR names
-# (English -> German, French, Spanish) by examples/finetune_translation.py.
-DEFAULT_TRANSLATOR = os.path.join(ASSETS_DIR, "default-translator")
+# (English -> German, French, Spanish, Italian, Dutch, Portuguese) by
+# examples/finetune_translation.py.
+DEFAULT_TRANSLATOR = BUNDLED_TRANSLATOR_DIR
 DEMO_EXAMPLES_FILE = "demo_examples.json"
 # Inputs `demo --checkpoint` translates when the checkpoint brings no demo_examples.json.
 FALLBACK_DEMO_TEXTS = ("Switzerland", "Monday", "Swiss German", "January", "Germany")

@@ -27,7 +27,8 @@ def use_persistent_compilation_cache(directory):
     Raises ValueError when TensorFlow had already read its XLA flags (an op ran before
     this call), or when `TF_XLA_FLAGS` names another cache directory.
 
-    Example:
+    Example (first thing in a process; not run by the tests, whose process has read its
+    XLA flags by then):
     >>> import tfmodels.generation as generation  # doctest: +SKIP
     >>> generation.use_persistent_compilation_cache("/var/cache/tfmodels-xla")  # doctest: +SKIP
     """

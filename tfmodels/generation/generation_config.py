@@ -150,8 +150,11 @@ class GenerationConfig:
     def from_pretrained(cls, directory, config_file_name=GENERATION_CONFIG_NAME):
         """Reads `directory/generation_config.json`.
 
-        Example (with a checkpoint directory written by either library):
-        >>> config = GenerationConfig.from_pretrained("path/to/checkpoint")  # doctest: +SKIP
+        Example (the bundled translator's, written by transformers):
+        >>> from tfmodels import BUNDLED_TRANSLATOR_DIR
+        >>> config = GenerationConfig.from_pretrained(BUNDLED_TRANSLATOR_DIR)
+        >>> config.num_beams, config.max_length, config.decoder_start_token_id
+        (4, 34, 2)
         """
         path = os.path.join(directory, config_file_name)
         if not os.path.isfile(path):

@@ -5,9 +5,21 @@ decoder-side parameters), so limiting the output vocabulary to the tokens a targ
 language uses makes each step read far less. `output_vocabulary` builds that id set from
 a sample of target-language text; pass it as `generate(..., output_token_ids=ids)`.
 
-Example (needs a loaded tokenizer and model):
->>> ids = output_vocabulary(tokenizer, german_sample_lines)  # doctest: +SKIP
->>> model.generate(input_ids, attention_mask=mask, output_token_ids=ids)  # doctest: +SKIP
+Example (the bundled translator, English -> German):
+>>> from tfmodels import BUNDLED_TRANSLATOR_DIR, M2M100ForConditionalGeneration
+>>> from tfmodels.tokenizers import M2M100Tokenizer
+>>> model = M2M100ForConditionalGeneration.from_pretrained(BUNDLED_TRANSLATOR_DIR)
+>>> tokenizer = M2M100Tokenizer.from_pretrained(BUNDLED_TRANSLATOR_DIR, src_lang="en")
+>>> german_ids = output_vocabulary(tokenizer, ["Die Schweiz grenzt an Deutschland.",
+...                                            "Jeden Sommer fahren wir nach Zürich."])
+>>> len(german_ids) < model.config.vocab_size
+True
+>>> batch = tokenizer(["Switzerland", "January"])
+>>> ids = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"],
+...                      forced_bos_token_id=tokenizer.get_lang_id("de"),
+...                      output_token_ids=german_ids)
+>>> tokenizer.detokenize(ids, skip_special_tokens=True).numpy().tolist()
+[b'Schweiz', b'Januar']
 """
 
 import numpy as np
@@ -60,9 +72,12 @@ def undecodable_token_ids(tokenizer, vocab_size):
     pass them as `generate(..., suppress_tokens=ids)`, so they never fail on an id that
     has no text. A tokenizer without `decodable_token_ids` is taken to decode every id.
 
-    Example:
-    >>> undecodable_token_ids(tokenizer, model.config.vocab_size)  # doctest: +SKIP
-    [250100, 250101, ..., 250111]
+    Example (run from the repository root: a test tokenizer of 2,100 pieces under a
+    model with 2,103 rows; google/mt5-small's gives 250100, ..., 250111):
+    >>> from tfmodels.tokenizers import T5Tokenizer
+    >>> tokenizer = T5Tokenizer.from_pretrained("tests/data/mt5_tokenizer")
+    >>> undecodable_token_ids(tokenizer, 2103)
+    [2100, 2101, 2102]
     """
     decodable_token_ids = getattr(tokenizer, "decodable_token_ids", None)
     decodable = decodable_token_ids() if callable(decodable_token_ids) else None

@@ -443,11 +443,18 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         checkpoints (`save_pretrained`) write them, and `remove_weight_quantization()`
         goes back to them, e.g. before training, which a quantised model refuses.
 
-        Example:
-        >>> model.quantize_weights("int8")  # doctest: +SKIP
-        >>> model.generate(input_ids, max_new_tokens=32)  # doctest: +SKIP
-        >>> model.quantize_weights("int8_dynamic")  # doctest: +SKIP
-        >>> model.generate(input_ids, num_beams=4, max_new_tokens=32)  # doctest: +SKIP
+        Example (the bundled translator):
+        >>> from tfmodels import BUNDLED_TRANSLATOR_DIR, M2M100ForConditionalGeneration
+        >>> from tfmodels.tokenizers import M2M100Tokenizer
+        >>> model = M2M100ForConditionalGeneration.from_pretrained(BUNDLED_TRANSLATOR_DIR)
+        >>> tokenizer = M2M100Tokenizer.from_pretrained(BUNDLED_TRANSLATOR_DIR, src_lang="en")
+        >>> batch = tokenizer(["Switzerland", "January"])
+        >>> model.quantize_weights("int8_dynamic")
+        >>> ids = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"],
+        ...                      num_beams=4, forced_bos_token_id=tokenizer.get_lang_id("de"))
+        >>> tokenizer.detokenize(ids, skip_special_tokens=True).numpy().tolist()
+        [b'Schweiz', b'Januar']
+        >>> model.remove_weight_quantization()   # back to the float weights
         """
         check_weight_quantization_mode(mode)
         if not self.has_lm_head:
@@ -527,9 +534,17 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         with the float head; fewer make a step cheaper and undecided steps (which take
         the float head) likelier.
 
-        Example:
-        >>> model.enable_head_screening()  # doctest: +SKIP
-        >>> model.generate(input_ids, max_new_tokens=32)  # doctest: +SKIP
+        Example (the bundled translator; greedy search, as screening needs):
+        >>> from tfmodels import BUNDLED_TRANSLATOR_DIR, M2M100ForConditionalGeneration
+        >>> from tfmodels.tokenizers import M2M100Tokenizer
+        >>> model = M2M100ForConditionalGeneration.from_pretrained(BUNDLED_TRANSLATOR_DIR)
+        >>> tokenizer = M2M100Tokenizer.from_pretrained(BUNDLED_TRANSLATOR_DIR, src_lang="en")
+        >>> batch = tokenizer(["Switzerland", "January"])
+        >>> model.enable_head_screening()
+        >>> ids = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"],
+        ...                      num_beams=1, forced_bos_token_id=tokenizer.get_lang_id("de"))
+        >>> tokenizer.detokenize(ids, skip_special_tokens=True).numpy().tolist()
+        [b'Schweiz', b'Januar']
         """
         from tfmodels.layers.screened_head import DEFAULT_CANDIDATES, ScreenedHead
 
@@ -664,9 +679,19 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
 
         See `tfmodels.generation.generate` for the options; they are the reference's.
 
-        Example:
-        >>> sequences = model.generate(input_ids, attention_mask=mask, num_beams=4,
-        ...                            max_new_tokens=32)  # doctest: +SKIP
+        Example (the bundled translator, English -> German):
+        >>> from tfmodels import BUNDLED_TRANSLATOR_DIR, M2M100ForConditionalGeneration
+        >>> from tfmodels.tokenizers import M2M100Tokenizer
+        >>> model = M2M100ForConditionalGeneration.from_pretrained(BUNDLED_TRANSLATOR_DIR)
+        >>> tokenizer = M2M100Tokenizer.from_pretrained(BUNDLED_TRANSLATOR_DIR, src_lang="en")
+        >>> batch = tokenizer(["Switzerland", "January"])
+        >>> sequences = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"],
+        ...                            num_beams=4, max_new_tokens=32,
+        ...                            forced_bos_token_id=tokenizer.get_lang_id("de"))
+        >>> sequences[:, :2].numpy().tolist() == [[2, tokenizer.get_lang_id("de")]] * 2
+        True
+        >>> tokenizer.detokenize(sequences, skip_special_tokens=True).numpy().tolist()
+        [b'Schweiz', b'Januar']
         """
         from tfmodels.generation import generate
 
@@ -785,8 +810,16 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         `model.safetensors` (sharded too), `tf_model.h5`, or — only with
         `allow_bin=True`, since it unpickles — `pytorch_model.bin`.
 
-        Example (with a checkpoint written by `save_pretrained`):
-        >>> model = MT5ForConditionalGeneration.from_pretrained("path/to/checkpoint")
+        Example (a checkpoint written by `save_pretrained`, then read back):
+        >>> import tempfile
+        >>> from tfmodels import MT5Config, MT5ForConditionalGeneration
+        >>> config = MT5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1,
+        ...                    num_heads=2)
+        >>> directory = tempfile.mkdtemp()
+        >>> MT5ForConditionalGeneration(config).save_pretrained(directory)
+        >>> model = MT5ForConditionalGeneration.from_pretrained(directory)
+        >>> model.config.d_model, model.count_params()
+        (16, 6896)
         """
         from converters.checkpoint_files import read_checkpoint
 

@@ -45,10 +45,34 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     Save at epoch ends (the default): Keras's mid-epoch saves (`save_freq=<int>`) restore
     mid-epoch weights but restart the epoch's data, which is not an exact resume.
 
-    Example:
-    >>> backup = BackupAndRestore("/tmp/run/backup")   # doctest: +SKIP
-    >>> model.fit(stream, epochs=20, steps_per_epoch=500,
-    ...           callbacks=[backup])                     # doctest: +SKIP
+    Example (a tiny mT5 run stopped in its second epoch; the next run trains only the
+    epochs left):
+    >>> import tempfile
+    >>> import numpy as np, tensorflow as tf
+    >>> from tfmodels import MT5Config, MT5ForConditionalGeneration
+    >>> def compiled_model():
+    ...     model = MT5ForConditionalGeneration(MT5Config(
+    ...         vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2))
+    ...     model.compile()
+    ...     return model
+    >>> stream = tf.data.Dataset.from_tensors({
+    ...     "input_ids": np.array([[5, 6, 1]], np.int32),
+    ...     "attention_mask": np.array([[1, 1, 1]], np.int32),
+    ...     "labels": np.array([[8, 1]], np.int32)}).repeat()
+    >>> class StopInSecondEpoch(keras.callbacks.Callback):
+    ...     def on_epoch_begin(self, epoch, logs=None):
+    ...         if epoch == 1:
+    ...             raise RuntimeError("machine lost")
+    >>> backup_dir = tempfile.mkdtemp()
+    >>> try:
+    ...     compiled_model().fit(stream, epochs=3, steps_per_epoch=2, verbose=0,
+    ...                          callbacks=[BackupAndRestore(backup_dir), StopInSecondEpoch()])
+    ... except RuntimeError:
+    ...     pass
+    >>> history = compiled_model().fit(stream, epochs=3, steps_per_epoch=2, verbose=0,
+    ...                                callbacks=[BackupAndRestore(backup_dir)])
+    >>> len(history.history["loss"])   # epochs 2 and 3
+    2
     """
 
     def __init__(self, backup_dir, save_freq="epoch", double_checkpoint=True,
@@ -132,12 +156,27 @@ class GenerationEvalCallback(keras.callbacks.Callback):
         generate_kwargs: more `model.generate` options (`num_beams`, ...).
         print_examples: print this many (hypothesis, reference) pairs.
 
-    Example:
-    >>> callback = GenerationEvalCallback(validation, tokenizer, max_new_tokens=64,
-    ...                                   forced_bos_token_id=tokenizer.get_lang_id("de"))
-    ...                                   # doctest: +SKIP
-    >>> model.fit(train, epochs=5, callbacks=[callback,
-    ...           keras.callbacks.EarlyStopping("val_chrf", mode="max")])  # doctest: +SKIP
+    Example (two steps of a tiny random M2M100 with the bundled translator's tokenizer):
+    >>> import tensorflow as tf
+    >>> from tfmodels import BUNDLED_TRANSLATOR_DIR, M2M100Config, M2M100ForConditionalGeneration
+    >>> from tfmodels.tokenizers import M2M100Tokenizer
+    >>> from tfmodels.training import seq2seq_dataset, seq2seq_eval_dataset
+    >>> tokenizer = M2M100Tokenizer.from_pretrained(BUNDLED_TRANSLATOR_DIR)
+    >>> model = M2M100ForConditionalGeneration(M2M100Config(
+    ...     vocab_size=1108, d_model=16, encoder_layers=1, decoder_layers=1,
+    ...     encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+    ...     decoder_ffn_dim=32))
+    >>> pairs = tf.data.Dataset.from_tensor_slices(
+    ...     (["Switzerland", "January"], ["Schweiz", "Januar"]))
+    >>> train = seq2seq_dataset(pairs, tokenizer, src_lang="en", tgt_lang="de", max_tokens=64,
+    ...                         repeat=True)
+    >>> validation = seq2seq_eval_dataset(pairs, tokenizer, src_lang="en", tgt_lang="de")
+    >>> model.compile()
+    >>> callback = GenerationEvalCallback(validation, tokenizer, max_new_tokens=8)
+    >>> history = model.fit(train, epochs=1, steps_per_epoch=2, verbose=0, callbacks=[
+    ...     callback, keras.callbacks.EarlyStopping("val_chrf", mode="max")])
+    >>> sorted(history.history)
+    ['loss', 'token_accuracy', 'val_bleu', 'val_chrf']
     """
 
     def __init__(self, dataset, tokenizer, *, max_new_tokens=64, forced_bos_token_id=None,

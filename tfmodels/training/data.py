@@ -218,9 +218,21 @@ def seq2seq_eval_dataset(data, tokenizer, *, batch_size=16, max_source_length=12
     strings as `references` and, for M2M100, each example's target-language id as
     `forced_bos_token_id` (mixed target languages in one batch work).
 
-    Example:
+    Example (M2M100: the bundled translator's tokenizer):
+    >>> from tfmodels import BUNDLED_TRANSLATOR_DIR
+    >>> from tfmodels.tokenizers import M2M100Tokenizer
+    >>> tokenizer = M2M100Tokenizer.from_pretrained(BUNDLED_TRANSLATOR_DIR)
+    >>> pairs = tf.data.Dataset.from_tensor_slices(
+    ...     (["Switzerland", "January"], ["Schweiz", "Januar"]))
     >>> evaluation = seq2seq_eval_dataset(pairs, tokenizer, batch_size=32,
-    ...                                   src_lang="en", tgt_lang="de")  # doctest: +SKIP
+    ...                                   src_lang="en", tgt_lang="de")
+    >>> batch = next(iter(evaluation))
+    >>> sorted(batch)
+    ['attention_mask', 'forced_bos_token_id', 'input_ids', 'references']
+    >>> batch["references"].numpy().tolist()
+    [b'Schweiz', b'Januar']
+    >>> batch["forced_bos_token_id"].numpy().tolist() == [tokenizer.get_lang_id("de")] * 2
+    True
     """
     examples = _as_example_dataset(data)
     is_m2m100 = hasattr(tokenizer, "get_lang_id")
