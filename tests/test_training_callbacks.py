@@ -133,3 +133,33 @@ def test_eval_callback_forces_each_examples_target_language():
     expected = [tokenizer.get_lang_id(code) for code in ("de", "en", "fr")]
     assert forced.tolist() == expected
     assert sequences[:, 1].tolist() == expected  # [decoder start, forced language, ...]
+
+
+def test_eval_callback_forces_the_language_of_m2m100_labels():
+    """A `seq2seq_dataset` (labels, no `forced_bos_token_id`) as the validation set: each
+    row generates in its label's language, the labels' first token."""
+    tokenizer = M2M100Tokenizer.from_pretrained(M2M100_TOKENIZER_DIR)
+    model = small_model("m2m100", vocab_size=1700)
+    data = tf.data.Dataset.from_tensor_slices({
+        "source": ["Hello world", "Bonjour"], "target": ["Hallo Welt", "Hello"],
+        "src_lang": ["en", "fr"], "tgt_lang": ["de", "en"]})
+    validation = seq2seq_dataset(data, tokenizer, batch_size=2, max_source_length=16,
+                                 max_target_length=16)
+    calls = []
+    generate = model.generate
+
+    def recording_generate(input_ids, **kwargs):
+        calls.append((np.asarray(input_ids), kwargs.get("forced_bos_token_id")))
+        return generate(input_ids, **kwargs)
+
+    model.generate = recording_generate
+    callback = GenerationEvalCallback(validation, tokenizer, max_new_tokens=4,
+                                      generate_kwargs={"jit_compile": False})
+    callback.set_model(model)
+    callback.generate_and_score()
+    lang = tokenizer.get_lang_id
+    forced_by_source_language = {
+        int(source[0]): int(forced)
+        for input_ids, forced_ids in calls
+        for source, forced in zip(input_ids, np.asarray(forced_ids))}
+    assert forced_by_source_language == {lang("en"): lang("de"), lang("fr"): lang("en")}

@@ -122,6 +122,20 @@ def test_m2m100_per_example_language_pairs(m2m100_tokenizer):
     assert evaluation["references"].numpy()[0].decode() == "Hallo Welt"
 
 
+def test_m2m100_eval_dataset_takes_the_tokenizers_target_language():
+    """Without a `tgt_lang` in the call or the examples, evaluation forces the tokenizer's
+    target language, the one `seq2seq_dataset` frames the training labels with."""
+    tokenizer = M2M100Tokenizer.from_pretrained(M2M100_TOKENIZER_DIR, src_lang="en",
+                                                tgt_lang="de")
+    pairs = (["Hello world", "Good morning"], ["Hallo Welt", "Guten Morgen"])
+    evaluation = next(iter(seq2seq_eval_dataset(pairs, tokenizer, batch_size=2)))
+    assert evaluation["forced_bos_token_id"].numpy().tolist() == [tokenizer.get_lang_id("de")] * 2
+    training = next(iter(seq2seq_dataset(pairs, tokenizer, batch_size=2)))
+    assert training["labels"].numpy()[:, 0].tolist() == [tokenizer.get_lang_id("de")] * 2
+    overridden = next(iter(seq2seq_eval_dataset(pairs, tokenizer, batch_size=2, tgt_lang="fr")))
+    assert overridden["forced_bos_token_id"].numpy().tolist() == [tokenizer.get_lang_id("fr")] * 2
+
+
 def test_repeated_stream_is_deterministic(corpus, t5_tokenizer):
     sources, targets = corpus
 

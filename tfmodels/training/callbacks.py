@@ -142,7 +142,8 @@ class GenerationEvalCallback(keras.callbacks.Callback):
         dataset: a `tf.data.Dataset` of dicts with `input_ids`, `attention_mask` and
             either `references` (target strings) or `labels` (decoded as references),
             optionally `forced_bos_token_id` (`[batch]`, M2M100 per-example target
-            languages).
+            languages; without it, M2M100 takes each row's first label, its language
+            token, unless `forced_bos_token_id` below is given).
         tokenizer: has `detokenize(ids, skip_special_tokens=True)`.
         max_new_tokens: generation length limit.
         forced_bos_token_id: M2M100 target language id for every example (see also the
@@ -223,6 +224,9 @@ class GenerationEvalCallback(keras.callbacks.Callback):
                 break
             options = dict(self.generate_kwargs)
             forced = batch.get("forced_bos_token_id", self.forced_bos_token_id)
+            if forced is None and "labels" in batch and hasattr(self.tokenizer, "get_lang_id"):
+                # M2M100 labels (`seq2seq_dataset`'s) start with their target-language token.
+                forced = tf.cast(batch["labels"][:, 0], tf.int32)
             if forced is not None:
                 options["forced_bos_token_id"] = forced
             if suppressed:

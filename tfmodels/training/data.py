@@ -216,7 +216,8 @@ def seq2seq_eval_dataset(data, tokenizer, *, batch_size=16, max_source_length=12
                          task_prefix=None, src_lang=None, tgt_lang=None):
     """Batches for `GenerationEvalCallback`: `input_ids`, `attention_mask`, the raw target
     strings as `references` and, for M2M100, each example's target-language id as
-    `forced_bos_token_id` (mixed target languages in one batch work).
+    `forced_bos_token_id` (mixed target languages in one batch work). The target language
+    is the example's `tgt_lang`, else `tgt_lang`, else the tokenizer's.
 
     Example (M2M100: the bundled translator's tokenizer):
     >>> from tfmodels import BUNDLED_TRANSLATOR_DIR
@@ -250,7 +251,11 @@ def seq2seq_eval_dataset(data, tokenizer, *, batch_size=16, max_source_length=12
         out = {"input_ids": tf.cast(encoded["input_ids"], tf.int32),
                "attention_mask": tf.cast(encoded["attention_mask"], tf.int32),
                "references": batch[TARGET_KEY]}
+        # Per example, else the call's, else the tokenizer's own (what `seq2seq_dataset`
+        # frames the training labels with).
         target_lang = batch.get("tgt_lang", tgt_lang)
+        if target_lang is None and is_m2m100:
+            target_lang = tokenizer.tgt_lang
         if is_m2m100 and target_lang is not None:
             # The target-language token is the first id of a tokenized (empty) target.
             empty = tf.fill(tf.shape(batch[TARGET_KEY]), "")
