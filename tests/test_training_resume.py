@@ -15,6 +15,7 @@ import signal
 import sys
 
 import keras
+import pytest
 
 EPOCHS, STEPS_PER_EPOCH, KILL_AFTER_STEP = 4, 2, 5
 RESUME_ATOL = 1e-6
@@ -157,3 +158,35 @@ def test_backup_directory_created_by_another_worker_meanwhile(tmp_path, monkeypa
               callbacks=[BackupAndRestore(backup_dir, delete_checkpoint=False)])
     assert os.path.exists(os.path.join(backup_dir, "latest.weights.h5"))
     assert not raced, "the directory should exist before Keras looks for it"
+
+
+@pytest.mark.parametrize("first_to_finish", ["chief", "worker_1"])
+def test_workers_each_delete_only_their_own_backup_at_the_end(tmp_path, monkeypatch,
+                                                              first_to_finish):
+    """At the end of a multi-worker run (`delete_checkpoint=True`) the chief removes its own
+    files from `backup_dir` and worker 1 its `backup_dir/worker_1`, whichever finishes
+    first; the root goes with the last. Keras' own callback removes the whole root from the
+    chief, pulling worker 1's folder from under it (worker 1 then fails)."""
+    from tfmodels.training import BackupAndRestore
+    from tfmodels.training import callbacks as callbacks_module
+
+    root = tmp_path / "backup"
+    backups = {}
+    for index, name in enumerate(["chief", "worker_1"]):
+        monkeypatch.setattr(callbacks_module, "_worker_index", lambda model, i=index: (True, i))
+        backup = BackupAndRestore(str(root))
+        backup.set_model(None)
+        os.makedirs(backup.backup_dir, exist_ok=True)
+        for path in (backup._weights_path, backup._training_metadata_path):
+            with open(path, "w") as handle:
+                handle.write("{}")
+        backups[name] = backup
+    last_to_finish = "worker_1" if first_to_finish == "chief" else "chief"
+
+    backups[first_to_finish].on_train_end()
+    assert not os.path.exists(backups[first_to_finish]._weights_path)
+    for path in (backups[last_to_finish]._weights_path,
+                 backups[last_to_finish]._training_metadata_path):
+        assert os.path.exists(path), f"{first_to_finish} deleted {path}"
+    backups[last_to_finish].on_train_end()
+    assert not root.exists()

@@ -24,6 +24,14 @@ def _worker_index(model):
     return True, int(strategy.cluster_resolver.task_id)
 
 
+def _remove_tree(directory):
+    """Removes `directory` (local or remote), unless another worker just did."""
+    try:
+        tf.io.gfile.rmtree(directory)
+    except tf.errors.NotFoundError:
+        pass
+
+
 class BackupAndRestore(keras.callbacks.BackupAndRestore):
     """`keras.callbacks.BackupAndRestore` that resumes a step-based run exactly and is
     safe with several workers.
@@ -40,7 +48,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
       process, e.g. no reshuffling.)
     * Several workers (`MultiWorkerMirroredStrategy`): each worker keeps its own copy
       (worker 0 in `backup_dir`, worker i in `backup_dir/worker_i`), so workers never
-      write the same file; the copies are identical because the weights are.
+      write the same file; the copies are identical because the weights are. At the end
+      (`delete_checkpoint=True`) each worker deletes only its own copy.
 
     Save at epoch ends (the default): Keras's mid-epoch saves (`save_freq=<int>`) restore
     mid-epoch weights but restart the epoch's data, which is not an exact resume.
@@ -84,6 +93,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     def use_worker_directory(self, model):
         """Points the backup paths at this worker's own directory."""
         multi_worker, index = _worker_index(model)
+        self._multi_worker = multi_worker
         directory = self._root_backup_dir
         if multi_worker and index > 0:
             directory = f"{directory.rstrip('/')}/worker_{index}"
@@ -103,6 +113,27 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         # `backup_dir` too). `tf.io.gfile.makedirs` succeeds on an existing directory.
         tf.io.gfile.makedirs(self.backup_dir)
         super()._save_model()
+
+    def on_train_end(self, logs=None):
+        if not (self.delete_checkpoint and getattr(self, "_multi_worker", False)):
+            super().on_train_end(logs)
+            return
+        # Several workers: each removes only its own copy. Worker 0's files sit in the root
+        # folder, above the others' `worker_i` folders; Keras' rmtree of the root would
+        # pull those from under workers still writing or removing them.
+        if self.backup_dir == self._root_backup_dir:
+            for path in (self._weights_path, self._training_metadata_path,
+                         self._prev_weights_path, self._prev_training_metadata_path):
+                if tf.io.gfile.exists(path):
+                    tf.io.gfile.remove(path)
+        else:
+            _remove_tree(self.backup_dir)
+        # The last worker to finish removes the then empty root.
+        try:
+            if not tf.io.gfile.listdir(self._root_backup_dir):
+                _remove_tree(self._root_backup_dir)
+        except tf.errors.NotFoundError:
+            pass
 
     def saved_epoch(self, model):
         """The epoch a restart resumes at (0 when there is no backup)."""
