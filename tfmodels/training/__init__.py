@@ -16,6 +16,7 @@ from tfmodels.training.data import (
 from tfmodels.training.distribute import (
     ClusterSpec,
     cluster_from_environment,
+    is_chief,
     make_strategy,
     run_custom_loop,
     train_multi_worker,
@@ -45,6 +46,7 @@ __all__ = [
     "corpus_chrf",
     "default_bucket_boundaries",
     "get_optimizer",
+    "is_chief",
     "make_strategy",
     "masked_cross_entropy",
     "masked_loss_terms",

@@ -84,7 +84,14 @@ def make_strategy(devices=None):
     return tf.distribute.get_strategy()
 
 
-def _is_chief(strategy):
+def is_chief(strategy):
+    """True in the process that should write shared outputs (the final checkpoint, logs):
+    the chief or worker 0 of a multi-worker strategy, and any single process.
+
+    Example:
+    >>> is_chief(tf.distribute.get_strategy())
+    True
+    """
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not getattr(resolver, "task_type", None):
         return True
@@ -185,7 +192,7 @@ def train_multi_worker(model_fn, dataset_fn, *, epochs=1, steps_per_epoch=None,
     callbacks = list(callbacks or [])
     if backup_dir is not None:
         callbacks.append(BackupAndRestore(backup_dir))
-    if not _is_chief(strategy):
+    if not is_chief(strategy):
         verbose = 0
     if use_custom_loop:
         history = run_custom_loop(
