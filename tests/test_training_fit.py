@@ -176,6 +176,25 @@ def test_compile_argument_errors():
         model.compile(gradient_accumulation_steps=0)
 
 
+@pytest.mark.parametrize("labels, error, message", [
+    (np.array([7, 1], np.int32), ValueError, "labels must have rank 2"),
+    (np.array([[[7, 1]]], np.int32), ValueError, "labels must have rank 2"),
+    (np.array([[7.0, 1.0]], np.float32), TypeError, "labels must hold integer token ids"),
+])
+def test_fit_and_evaluate_name_bad_labels(labels, error, message):
+    """Labels of the wrong rank or dtype get the model call's error naming them, in the
+    traced train and test steps too (not a shape error from deep inside the step)."""
+    model = small_model("mt5")
+    model.compile()
+    inputs = {"input_ids": np.array([[5, 6, 1]], np.int32),
+              "attention_mask": np.array([[1, 1, 1]], np.int32)}
+    data = tf.data.Dataset.from_tensors((inputs, labels))
+    with pytest.raises(error, match=message):
+        model.fit(data, verbose=0)
+    with pytest.raises(error, match=message):
+        model.evaluate(data, verbose=0)
+
+
 def test_sample_weights_scale_each_sequences_tokens():
     """Per-sequence weights multiply that sequence's token weights: weight 0 is the same
     as leaving the row out."""

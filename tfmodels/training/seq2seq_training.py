@@ -102,6 +102,14 @@ def _as_dense(gradient, variable):
     return tf.convert_to_tensor(gradient)
 
 
+def _checked_labels(labels):
+    """int32 `[batch, length]` labels, or the model call's clear error (dtype, rank, empty
+    batch) instead of one from deep in the step's graph."""
+    from tfmodels.models.seq2seq import as_id_tensor  # that module imports this one
+
+    return as_id_tensor("labels", labels)
+
+
 # --------------------------------------------------------------------------------- mixin
 class Seq2SeqTrainingMixin:
     """`compile`, `train_step`, `test_step` and `compute_loss` for encoder-decoder LMs.
@@ -405,7 +413,7 @@ class Seq2SeqTrainingMixin:
         inputs, labels = self._split_inputs(x, y)
         if labels is None:
             raise ValueError("Training batches need `labels` (in the input dict or as y)")
-        labels = tf.cast(labels, tf.int32)
+        labels = _checked_labels(labels)
         inputs = self._decoder_inputs(inputs, labels)
         weights = self._token_weights(labels, sample_weight)
         local_count = tf.reduce_sum(weights)
@@ -435,7 +443,7 @@ class Seq2SeqTrainingMixin:
         inputs, labels = self._split_inputs(x, y)
         if labels is None:
             raise ValueError("Evaluation batches need `labels` (in the input dict or as y)")
-        labels = tf.cast(labels, tf.int32)
+        labels = _checked_labels(labels)
         inputs = self._decoder_inputs(inputs, labels)
         weights = self._token_weights(labels, sample_weight)
         logits = self(inputs, training=False)["logits"]
