@@ -198,8 +198,10 @@ def test_non_string_input_is_rejected(t5, m2m):
 
 
 def test_unknown_language_code_errors_name_the_code(m2m):
-    with pytest.raises(ValueError, match="'xx'.*Valid codes.*af, am, ar"):
+    with pytest.raises(ValueError, match="'xx' for src_lang.*Valid codes.*af, am, ar"):
         m2m.tokenize("hello", src_lang="xx")
+    with pytest.raises(ValueError, match="'xx' for tgt_lang"):
+        m2m(["hello"], text_target=["hallo"], tgt_lang="xx")
     with pytest.raises(ValueError, match="'qq'"):
         M2M100Tokenizer.from_pretrained(M2M100_DIR, src_lang="qq")
     with pytest.raises(ValueError, match="'xx'"):

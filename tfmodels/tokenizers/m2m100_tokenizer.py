@@ -307,6 +307,7 @@ class M2M100Tokenizer(SentencePieceTokenizerBase):
         if isinstance(lang, bytes):
             lang = lang.decode("utf-8")
         if isinstance(lang, str):
+            self._check_code(lang, argument)
             return tf.fill([batch_size], tf.constant(self.get_lang_id(lang), tf.int32))
         if isinstance(lang, (list, tuple)):
             for code in lang:
