@@ -18,8 +18,8 @@ MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many records
 
 WARMUP_TEXT = "Hello world."
 WARMUP_TARGET = "Bonjour le monde."
-WARMUP_SOURCE_LANGUAGE = "en"
-WARMUP_TARGET_LANGUAGE = "fr"
+# Preferred pair; a checkpoint whose codes lack one (wmt21 has no "fr") takes its own.
+WARMUP_LANGUAGES = ("en", "fr")
 
 
 def _serving_protos():
@@ -32,6 +32,17 @@ def _serving_protos():
             "your tensorflow); or export with warmup=False / --no-warmup"
         ) from error
     return predict_pb2, prediction_log_pb2
+
+
+def warmup_languages(codec):
+    """`(source, target)` language codes the warm-up requests use: en -> fr when the
+    tokenizer knows both, else its first two codes; `(None, None)` for mT5."""
+    if not codec.uses_languages:
+        return None, None
+    codes = list(codec.tokenizer.lang_codes)
+    if all(code in codes for code in WARMUP_LANGUAGES):
+        return WARMUP_LANGUAGES
+    return codes[0], codes[1 % len(codes)]
 
 
 def text_of_length(codec, num_tokens, src_lang=None):
@@ -54,10 +65,11 @@ def example_inputs(signature_name, codec, settings, batch_size=1, text=WARMUP_TE
     base = signature_name[: -len("_xla")] if signature_name.endswith("_xla") else signature_name
     texts = np.array([text] * batch_size, dtype=object)
     languages = {}
+    src_lang, tgt_lang = warmup_languages(codec)
     if codec.uses_languages:
         languages = {
-            "src_lang": np.array([WARMUP_SOURCE_LANGUAGE] * batch_size, dtype=object),
-            "tgt_lang": np.array([WARMUP_TARGET_LANGUAGE] * batch_size, dtype=object),
+            "src_lang": np.array([src_lang] * batch_size, dtype=object),
+            "tgt_lang": np.array([tgt_lang] * batch_size, dtype=object),
         }
     if base == "serving_default":
         return {"text": texts, **languages}
@@ -75,7 +87,7 @@ def example_inputs(signature_name, codec, settings, batch_size=1, text=WARMUP_TE
         languages.pop("tgt_lang", None)
         return {"text": texts, **languages}
     if base == "detokenize":
-        kwargs = {"src_lang": WARMUP_SOURCE_LANGUAGE} if codec.uses_languages else {}
+        kwargs = {"src_lang": src_lang} if codec.uses_languages else {}
         ids = codec.tokenizer.tokenize(text, **kwargs).numpy().astype(np.int32)
         return {"ids": np.tile(ids[np.newaxis, :], [batch_size, 1])}
     raise ValueError(f"Unknown signature {signature_name!r}")
@@ -85,7 +97,7 @@ def warmup_plan(signature_names, codec, settings):
     """`[(signature_name, inputs)]`: one batch-1 request per signature and, for the `*_xla`
     signatures, one request per shape bucket of `settings.xla_warmup_buckets()` (an XLA
     program is compiled per bucket; `score_xla` is warmed up with short targets)."""
-    src_lang = WARMUP_SOURCE_LANGUAGE if codec.uses_languages else None
+    src_lang, _ = warmup_languages(codec)
     texts = {}  # length bucket -> a text whose tokenization falls into it
     previous = 0
     for length_bucket in settings.source_buckets:

@@ -556,6 +556,36 @@ def test_export_settings_validation():
         ExportSettings(xla_warmup="some")
 
 
+@pytest.mark.parametrize("language_codes, expected", [("m2m100", ("en", "fr")),
+                                                       ("wmt21", ("en", "ha"))])
+def test_warmup_requests_use_language_codes_the_checkpoint_knows(language_codes, expected):
+    """wmt21 checkpoints have no "fr": their warm-up requests take their own codes (a request
+    with an unknown code fails, and TF Serving then refuses to load the version)."""
+    import tensorflow as tf
+
+    from savedmodel import warmup
+    from savedmodel.export_settings import ExportSettings
+    from savedmodel.text_codec import TextCodec
+    from tfmodels.tokenizers import M2M100Tokenizer
+
+    tokenizer = M2M100Tokenizer.from_pretrained(
+        os.path.join(REPO_DIR, "tests", "data", "m2m100_tokenizer"), language_codes=language_codes)
+    codec = TextCodec(tokenizer, max_source_length=32, max_target_length=32)
+    settings = ExportSettings(max_new_tokens=8, max_new_tokens_limit=8, min_new_tokens=0,
+                              length_penalty=1.0)
+    for name in ("serving_default", "generate_with_options", "score", "encode"):
+        inputs = warmup.example_inputs(name, codec, settings)
+        assert inputs["src_lang"].tolist() == [expected[0]]
+        # The signature's own encoding accepts them (what failed when replayed).
+        codec.encode_sources(tf.constant(inputs["text"].tolist()),
+                             tf.constant(inputs["src_lang"].tolist()))
+        if "tgt_lang" in inputs:
+            assert inputs["tgt_lang"].tolist() == [expected[1]]
+            codec.target_language_ids(tf.constant(inputs["tgt_lang"].tolist()), 1)
+    ids = warmup.example_inputs("detokenize", codec, settings)["ids"]
+    assert ids[0, 0] == tokenizer.get_lang_id(expected[0])
+
+
 def test_next_version(tmp_path):
     from savedmodel import next_version
 
