@@ -7,6 +7,7 @@ Example:
     tfmodels export checkpoints/m2m100_418M exported/m2m100 --num-beams 4 --max-new-tokens 128
 """
 
+import argparse
 import os
 
 # export_settings imports no TensorFlow, so the parser can take the dtypes from it.
@@ -24,7 +25,8 @@ DTYPE_HELP = ("weights and compute dtype (default float32); 'bfloat16' reads hal
 def _early_stopping(text):
     values = {"true": True, "false": False, "never": "never"}
     if text.lower() not in values:
-        raise ValueError(f"--early-stopping must be true, false or never, got {text!r}")
+        # argparse shows this type of error's own message (not "invalid value").
+        raise argparse.ArgumentTypeError(f"must be true, false or never, got {text!r}")
     return values[text.lower()]
 
 

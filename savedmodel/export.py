@@ -93,6 +93,7 @@ def export_savedmodel(checkpoint_dir, out_dir, settings=None, model=None, tokeni
     settings = settings.replace(model_name=model_name)
 
     version = settings.version or next_version(out_dir)
+    settings = settings.replace(version=version)  # recorded and reported as written
     final_dir = os.path.join(out_dir, str(version))
     if os.path.exists(final_dir):
         raise FileExistsError(f"{final_dir} already exists; pick another version")

@@ -142,7 +142,8 @@ class ExportSettings:
             check_weight_quantization_mode(self.weight_quantization)
         if self.head_screening:
             if not self.xla:
-                raise ValueError("head_screening speeds up the *_xla signatures; export with xla=True")
+                raise ValueError("head_screening speeds up the *_xla signatures; export with xla=True "
+                                 "(--xla with --screen-head)")
             if self.weight_quantization is not None:
                 raise ValueError("head_screening screens a float LM head; it cannot be combined "
                                  f"with weight_quantization={self.weight_quantization!r}")

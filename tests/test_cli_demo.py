@@ -47,12 +47,14 @@ def _finish(process, stdin=None, timeout=300):
 def runs():
     """Starts every command at once (they are independent), then collects them."""
     german = list(EXPECTED["de"])
-    french = "\n".join(EXPECTED["fr"]) + "\n"
+    # A blank line in the middle: the output keeps one line per input line.
+    french = "\n\n".join(EXPECTED["fr"]) + "\n"
     processes = {
         "demo": (_start("demo", "--tgt", "de"), None),
         "translate_de": (_start("translate", "--src", "en", "--tgt", "de", *german), None),
         "translate_fr_stdin": (_start("translate", "--tgt", "fr", stdin=french), french),
         "bad_code": (_start("translate", "--tgt", "xx", "Switzerland"), None),
+        "demo_without_examples": (_start("demo", "--tgt", "ja"), None),
     }
     return {name: _finish(process, stdin) for name, (process, stdin) in processes.items()}
 
@@ -66,7 +68,8 @@ def test_translate_arguments(runs):
 def test_translate_stdin(runs):
     code, stdout, stderr = runs["translate_fr_stdin"]
     assert code == 0, stderr
-    assert stdout.splitlines() == list(EXPECTED["fr"].values())
+    first, second = EXPECTED["fr"].values()
+    assert stdout.splitlines() == [first, "", second]
 
 
 def test_demo_shows_translations(runs):
@@ -87,3 +90,32 @@ def test_unknown_language_code(runs):
     assert "unknown language code 'xx' for --tgt" in stderr
     assert "valid codes:" in stderr and " de " in stderr and " fr " in stderr
     assert stdout == ""
+
+
+def test_demo_for_a_language_without_examples_says_so(runs):
+    code, stdout, stderr = runs["demo_without_examples"]
+    assert code == 2
+    assert "no examples for --tgt 'ja'" in stderr and "de, es, fr, it, nl, pt" in stderr
+
+
+def test_cli_errors_name_the_flags(tmp_path, capsys):
+    from tfmodels.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", BUNDLE, str(tmp_path / "out"), "--early-stopping", "maybe"])
+    assert exit_info.value.code == 2
+    assert "--early-stopping: must be true, false or never, got 'maybe'" in capsys.readouterr().err
+    # Read before the model loads, and named by its flag.
+    assert main(["convert", BUNDLE, str(tmp_path / "out"), "--max-shard-size", "2 gigs"]) == 2
+    assert "--max-shard-size: cannot read '2 gigs'" in capsys.readouterr().err
+    assert main(["export", BUNDLE, str(tmp_path / "out"), "--screen-head"]) == 2
+    assert "(--xla with --screen-head)" in capsys.readouterr().err
+
+
+def test_convert_to_keras_reports_the_file_it_wrote(tmp_path, capsys):
+    from tfmodels.cli import main
+
+    assert main(["convert", BUNDLE, str(tmp_path / "translator"), "--keras"]) == 0
+    written = tmp_path / "translator.keras"
+    assert written.is_file()
+    assert f"to {written} " in capsys.readouterr().out

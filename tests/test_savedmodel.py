@@ -309,6 +309,7 @@ def test_export_layout(served):
     for key, export in served["exports"].items():
         base, directory = export["base"], export["dir"]
         assert os.path.basename(directory) == "1"
+        assert export["settings"].version == 1  # recorded as written (was None when picked)
         assert sorted(name for name in os.listdir(base) if not name.startswith(".")) == ["1", "models.config"]
         with open(os.path.join(base, "models.config"), encoding="utf-8") as handle:
             config = handle.read()

@@ -12,32 +12,43 @@ from tfmodels import BUNDLED_TRANSLATOR_DIR  # noqa: E402
 
 
 def _parse_size(text):
-    """'500MB' / '2GB' / '1000000' -> bytes."""
-    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+    """'500MB' / '2GB' / '2G' / '1000000' -> bytes.
+
+    >>> _parse_size("2GB"), _parse_size("1.5G"), _parse_size("4KiB"), _parse_size("1000")
+    (2000000000, 1500000000, 4096, 1000)
+    """
+    units = {"K": 10**3, "M": 10**6, "G": 10**9, "KB": 10**3, "MB": 10**6, "GB": 10**9,
+             "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
     upper = text.strip().upper()
-    for unit, factor in sorted(units.items(), key=lambda item: -len(item[0])):
-        if upper.endswith(unit):
-            return int(float(upper[: -len(unit)]) * factor)
-    return int(upper)
+    try:
+        for unit, factor in sorted(units.items(), key=lambda item: -len(item[0])):
+            if upper.endswith(unit):
+                return int(float(upper[: -len(unit)]) * factor)
+        return int(upper)
+    except ValueError:
+        raise ValueError(f"--max-shard-size: cannot read {text!r}; give e.g. 500MB, 2GB or "
+                         "a number of bytes") from None
 
 
 def cmd_convert(args):
     """Reads any supported checkpoint and writes it back as safetensors (and/or .keras)."""
     from tfmodels.auto import load_seq2seq_lm
 
+    max_shard = _parse_size(args.max_shard_size) if args.max_shard_size else None  # before the load
     started = time.perf_counter()
     model = load_seq2seq_lm(args.checkpoint, allow_bin=args.allow_bin)
     loaded = time.perf_counter()
+    output = args.output
     if args.keras:
-        model.save(args.output if args.output.endswith(".keras") else args.output + ".keras")
+        output = output if output.endswith(".keras") else output + ".keras"
+        model.save(output)
     else:
-        max_shard = _parse_size(args.max_shard_size) if args.max_shard_size else None
-        model.save_pretrained(args.output, max_shard_size=max_shard)
-        _copy_side_files(args.checkpoint, args.output)
+        model.save_pretrained(output, max_shard_size=max_shard)
+        _copy_side_files(args.checkpoint, output)
     params = sum(int(v.shape.num_elements()) for v in model.weights)
     print(
         f"converted {type(model).__name__} ({params:,} parameters) from {args.checkpoint} "
-        f"to {args.output} (load {loaded - started:.1f}s, write {time.perf_counter() - loaded:.1f}s)"
+        f"to {output} (load {loaded - started:.1f}s, write {time.perf_counter() - loaded:.1f}s)"
     )
     return 0
 
@@ -194,6 +205,11 @@ def cmd_demo(args):
                      "reference": None} for text in FALLBACK_DEMO_TEXTS]
     elif args.tgt:
         examples = [e for e in examples if e["tgt_lang"] == args.tgt]
+        if not examples:
+            raise ValueError(
+                f"the demo has no examples for --tgt {args.tgt!r}; it has "
+                f"{', '.join(translator.trained_languages)} (`tfmodels translate --tgt "
+                f"{args.tgt} TEXT` translates any text)")
     corpus = translator.demo_info.get("corpus")
     if corpus:
         print(f"  trained on: {corpus}; held-out items were never seen in training")
@@ -243,9 +259,10 @@ def _check_language_codes_early(checkpoint, src, tgt):
 
 
 def cmd_translate(args):
-    """Translates the text arguments (or stdin lines), one output line per input."""
-    texts = list(args.texts) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    if not texts:
+    """Translates the text arguments (or stdin lines), one output line per input; a blank
+    input line gives a blank output line, so outputs stay aligned with a file's lines."""
+    texts = list(args.texts) or [line.rstrip("\n") for line in sys.stdin]
+    if not any(text.strip() for text in texts):
         raise ValueError("nothing to translate: give texts as arguments or on stdin")
     checkpoint = args.checkpoint or DEFAULT_TRANSLATOR
     if not os.path.isfile(os.path.join(checkpoint, "config.json")):
@@ -257,10 +274,12 @@ def cmd_translate(args):
     if translator.is_m2m100 and trained and args.tgt not in trained:
         print(f"tfmodels translate: warning: this checkpoint was trained for "
               f"{', '.join(trained)}, not {args.tgt!r}", file=sys.stderr)
-    outputs = translator.translate(texts, src=args.src, tgt=args.tgt, num_beams=args.num_beams,
-                                   max_new_tokens=args.max_new_tokens)
-    for output in outputs:
-        print(output)
+    nonblank = [text for text in texts if text.strip()]
+    outputs = iter(translator.translate(nonblank, src=args.src, tgt=args.tgt,
+                                        num_beams=args.num_beams,
+                                        max_new_tokens=args.max_new_tokens))
+    for text in texts:
+        print(next(outputs) if text.strip() else "")
     return 0
 
 
@@ -330,8 +349,9 @@ def build_parser():
     translate.add_argument("texts", nargs="*", help="texts; without any, stdin lines")
     translate.add_argument("--src", default="en", help="source language code (default en)")
     translate.add_argument("--tgt", default="de",
-                           help="target language code (default de; the bundled model knows "
-                           "de, fr, es); ignored by mT5 checkpoints without a prefix")
+                           help="target language code (default de; the bundled model was "
+                           "trained for de, es, fr, it, nl, pt); ignored by mT5 checkpoints "
+                           "without a prefix")
     _add_generation_arguments(translate)
     translate.set_defaults(handler=cmd_translate)
 
