@@ -170,6 +170,8 @@ def test_compile_argument_errors():
     with pytest.raises(ValueError, match="both"):
         model.compile(optimizer=keras.optimizers.SGD(gradient_accumulation_steps=2),
                       gradient_accumulation_steps=2)
+    with pytest.raises(ValueError, match="label_smoothing applies to the built-in loss"):
+        model.compile(loss=lambda labels, logits: tf.zeros(tf.shape(labels)), label_smoothing=0.1)
     with pytest.raises(ValueError, match="label_smoothing"):
         model.compile(label_smoothing=1.0)
     with pytest.raises(ValueError, match="gradient_accumulation_steps"):

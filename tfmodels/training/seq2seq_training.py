@@ -147,7 +147,8 @@ class Seq2SeqTrainingMixin:
             metrics: `"auto"`: `[MaskedTokenAccuracy()]`. Or a list of Keras metrics;
                 each is updated with `(labels, logits)` where ignored labels are -100.
             learning_rate: Learning rate (or schedule) for an optimizer given by name.
-            label_smoothing: Epsilon of `torch.nn.CrossEntropyLoss(label_smoothing=...)`.
+            label_smoothing: Epsilon of `torch.nn.CrossEntropyLoss(label_smoothing=...)`
+                (the built-in loss only).
             gradient_accumulation_steps: Split every batch into this many micro-batches
                 and apply one update for the whole batch (same update as without
                 splitting, less activation memory).
@@ -193,6 +194,11 @@ class Seq2SeqTrainingMixin:
         if loss in ("auto", None):
             per_token_loss_fn = None
         elif callable(loss):
+            if float(label_smoothing):
+                raise ValueError(
+                    "label_smoothing applies to the built-in loss (loss='auto'); a custom loss "
+                    "does its own smoothing (e.g. keras.losses.CategoricalCrossentropy("
+                    "label_smoothing=...)), so pass one or the other")
             per_token_loss_fn = loss
         else:
             raise ValueError(
