@@ -435,7 +435,8 @@ def main(argv=None):
     print(f"[eval] baseline 'copy the English source': held-out chrF "
           f"{metrics['copy_source_baseline_chrf']:.1f}, exact "
           f"{metrics['copy_source_baseline_exact']:.1f}%")
-    metrics["chrf_before"], _ = evaluate(evaluator, "before training (random init)")
+    metrics["chrf_before"], _ = evaluate(
+        evaluator, "before training" + ("" if args.init_checkpoint else " (random init)"))
 
     training_tokenizer = tokenizer
     if args.subword_dropout > 0:

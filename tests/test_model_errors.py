@@ -65,6 +65,11 @@ def test_float_ids_are_rejected(model, batch, convert):
                   decoder_input_ids=convert(batch["decoder_input_ids"].astype(dtype)))
     with pytest.raises(TypeError, match="labels must hold integer token ids"):
         model(input_ids=batch["input_ids"], labels=convert(batch["labels"].astype(np.float32)))
+    float_mask = convert(np.ones(batch["input_ids"].shape, np.float32))
+    with pytest.raises(TypeError, match=r"attention_mask must hold integers \(1 = token, 0 = "
+                                        r"padding\), got .*float32"):
+        model(input_ids=batch["input_ids"], attention_mask=float_mask,
+              decoder_input_ids=batch["decoder_input_ids"])
 
 
 def test_string_ids_are_rejected(model, family):

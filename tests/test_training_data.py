@@ -147,3 +147,12 @@ def test_repeated_stream_is_deterministic(corpus, t5_tokenizer):
 
     for a, b in zip(first_batches(), first_batches()):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("pairs, counts", [(([], []), "0 sources and 0 targets"),
+                                           ((["a", "b"], ["x"]), "2 sources and 1 targets")])
+def test_empty_or_unequal_text_lists_are_named(t5_tokenizer, pairs, counts):
+    with pytest.raises(ValueError, match=counts):
+        seq2seq_dataset(pairs, t5_tokenizer, batch_size=2)
+    with pytest.raises(ValueError, match=counts):
+        seq2seq_eval_dataset(pairs, t5_tokenizer, batch_size=2)

@@ -142,7 +142,10 @@ def _as_int_matrix(name, value):
         )
     array = value.numpy() if tf.is_tensor(value) else np.asarray(value)
     if array.dtype == object or array.dtype.kind not in "iub":
-        raise TypeError(f"{name} must hold integer token ids, got dtype {array.dtype}")
+        from tfmodels.models.seq2seq import integer_input_description  # circular at import time
+
+        raise TypeError(f"{name} must hold {integer_input_description(name)}, "
+                        f"got dtype {array.dtype}")
     if array.ndim != 2:
         raise ValueError(f"{name} must have rank 2 [batch, length], got shape {list(array.shape)}")
     if array.shape[0] == 0:

@@ -32,6 +32,11 @@ IGNORE_INDEX = -100
 
 
 # ----------------------------------------------------------------------------- input checks
+def integer_input_description(name):
+    """What an integer input holds, for error messages: a mask holds 1/0 flags, not ids."""
+    return "integers (1 = token, 0 = padding)" if name.endswith("mask") else "integer token ids"
+
+
 def as_id_tensor(name, value, required=True):
     """Converts ids to an int32 `[batch, length]` tensor, or raises a ValueError naming the
     problem (missing, wrong dtype, wrong rank, empty batch)."""
@@ -39,15 +44,14 @@ def as_id_tensor(name, value, required=True):
         if required:
             raise ValueError(f"{name} is required")
         return None
+    content = integer_input_description(name)
     if not tf.is_tensor(value):
         array = np.asarray(value)
         if array.dtype == object or array.dtype.kind not in "iub":
-            raise TypeError(
-                f"{name} must hold integer token ids, got an array of dtype {array.dtype}"
-            )
+            raise TypeError(f"{name} must hold {content}, got an array of dtype {array.dtype}")
         value = tf.convert_to_tensor(array)
     if not (value.dtype.is_integer or value.dtype == tf.bool):
-        raise TypeError(f"{name} must hold integer token ids, got dtype {value.dtype.name}")
+        raise TypeError(f"{name} must hold {content}, got dtype {value.dtype.name}")
     rank = value.shape.rank
     if rank is not None and rank != 2:
         raise ValueError(

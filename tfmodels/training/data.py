@@ -50,8 +50,11 @@ def _as_example_dataset(data):
         if isinstance(data, dict):
             data = tf.data.Dataset.from_tensor_slices(dict(data))
         else:
-            sources, targets = data
-            data = tf.data.Dataset.from_tensor_slices((list(sources), list(targets)))
+            sources, targets = (list(texts) for texts in data)
+            if not sources or len(sources) != len(targets):
+                raise ValueError(f"(sources, targets) need the same, non-zero number of texts; "
+                                 f"got {len(sources)} sources and {len(targets)} targets")
+            data = tf.data.Dataset.from_tensor_slices((sources, targets))
     spec = data.element_spec
     if isinstance(spec, dict):
         missing = {SOURCE_KEY, TARGET_KEY} - set(spec)
