@@ -163,13 +163,14 @@ def test_bundled_translator_in_bfloat16_translates_like_float32():
     import json
     import os
 
-    from tfmodels.cli import DEFAULT_TRANSLATOR, DEMO_EXAMPLES_FILE, Translator
+    from tfmodels import BUNDLED_TRANSLATOR_DIR
+    from tfmodels.cli import DEMO_EXAMPLES_FILE, Translator
 
-    with open(os.path.join(DEFAULT_TRANSLATOR, DEMO_EXAMPLES_FILE), encoding="utf-8") as f:
+    with open(os.path.join(BUNDLED_TRANSLATOR_DIR, DEMO_EXAMPLES_FILE), encoding="utf-8") as f:
         examples = [e for e in json.load(f)["examples"] if e["tgt_lang"] in ("de", "fr")]
     texts = sorted({e["source"] for e in examples})[:12]
-    float_translator = Translator(DEFAULT_TRANSLATOR)
-    bf16_translator = Translator(DEFAULT_TRANSLATOR, dtype="bfloat16")
+    float_translator = Translator(BUNDLED_TRANSLATOR_DIR)
+    bf16_translator = Translator(BUNDLED_TRANSLATOR_DIR, dtype="bfloat16")
     assert {w.dtype for w in bf16_translator.model.weights} == {"bfloat16"}
     for tgt in ("de", "fr"):
         expected = float_translator.translate(texts, tgt=tgt, num_beams=1, max_new_tokens=16)

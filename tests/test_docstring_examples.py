@@ -48,13 +48,21 @@ def test_scan_finds_the_packages_examples():
     assert len(MODULES) > 40
     assert {"tfmodels.models.seq2seq", "savedmodel", "converters.safetensors_io",
             "tfmodels.layers.attention"} <= set(MODULES)
+    assert SLOW_EXAMPLES <= set(MODULES)
 
 
 # Modules whose examples need an optional dependency, which the core suite runs without.
 OPTIONAL_DEPENDENCY = {"converters.torch_bin_io": "torch"}
+# Examples that export a SavedModel, fit, or compile several searches of the bundled
+# translator: 5-20 s each on 2 cores, so they run with the slow tests.
+SLOW_EXAMPLES = {"savedmodel", "savedmodel.export", "savedmodel.serving_module",
+                 "tfmodels.models.seq2seq", "tfmodels.training.callbacks",
+                 "tfmodels.generation.vocabulary"}
 
 
-@pytest.mark.parametrize("module_name", MODULES)
+@pytest.mark.parametrize("module_name", [
+    pytest.param(name, marks=pytest.mark.slow) if name in SLOW_EXAMPLES else name
+    for name in MODULES])
 def test_docstring_examples_run(module_name, monkeypatch):
     if module_name in OPTIONAL_DEPENDENCY:
         pytest.importorskip(OPTIONAL_DEPENDENCY[module_name])

@@ -65,10 +65,9 @@ def _copy_side_files(source, destination):
 
 
 # ------------------------------------------------------------------- demo and translate
-# The bundled translator: a small M2M100-architecture model trained on CLDR names
-# (English -> German, French, Spanish, Italian, Dutch, Portuguese) by
-# examples/finetune_translation.py.
-DEFAULT_TRANSLATOR = BUNDLED_TRANSLATOR_DIR
+# The bundled translator (BUNDLED_TRANSLATOR_DIR): a small M2M100-architecture model
+# trained on CLDR names (English -> German, French, Spanish, Italian, Dutch, Portuguese)
+# by examples/finetune_translation.py.
 DEMO_EXAMPLES_FILE = "demo_examples.json"
 # Inputs `demo --checkpoint` translates when the checkpoint brings no demo_examples.json.
 FALLBACK_DEMO_TEXTS = ("Switzerland", "Monday", "Swiss German", "January", "Germany")
@@ -189,7 +188,7 @@ def _describe(translator):
 def cmd_demo(args):
     """Loads the bundled translator (or `--checkpoint`), translates a few held-out and
     training examples per target language, and prints outputs, references and timings."""
-    checkpoint = args.checkpoint or DEFAULT_TRANSLATOR
+    checkpoint = args.checkpoint or BUNDLED_TRANSLATOR_DIR
     if not os.path.isfile(os.path.join(checkpoint, "config.json")):
         raise FileNotFoundError(f"no checkpoint (config.json) in {checkpoint}")
     translator = Translator(checkpoint, quantize=args.quantize, dtype=args.dtype,
@@ -264,7 +263,7 @@ def cmd_translate(args):
     texts = list(args.texts) or [line.rstrip("\n") for line in sys.stdin]
     if not any(text.strip() for text in texts):
         raise ValueError("nothing to translate: give texts as arguments or on stdin")
-    checkpoint = args.checkpoint or DEFAULT_TRANSLATOR
+    checkpoint = args.checkpoint or BUNDLED_TRANSLATOR_DIR
     if not os.path.isfile(os.path.join(checkpoint, "config.json")):
         raise FileNotFoundError(f"no checkpoint (config.json) in {checkpoint}")
     _check_language_codes_early(checkpoint, args.src, args.tgt)

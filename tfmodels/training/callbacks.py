@@ -89,6 +89,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         super().__init__(backup_dir, save_freq=save_freq, double_checkpoint=double_checkpoint,
                          delete_checkpoint=delete_checkpoint)
         self._root_backup_dir = backup_dir
+        self._multi_worker = False  # set with the model (`use_worker_directory`)
 
     def use_worker_directory(self, model):
         """Points the backup paths at this worker's own directory."""
@@ -115,7 +116,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         super()._save_model()
 
     def on_train_end(self, logs=None):
-        if not (self.delete_checkpoint and getattr(self, "_multi_worker", False)):
+        if not (self.delete_checkpoint and self._multi_worker):
             super().on_train_end(logs)
             return
         # Several workers: each removes only its own copy. Worker 0's files sit in the root
