@@ -156,3 +156,12 @@ def test_empty_or_unequal_text_lists_are_named(t5_tokenizer, pairs, counts):
         seq2seq_dataset(pairs, t5_tokenizer, batch_size=2)
     with pytest.raises(ValueError, match=counts):
         seq2seq_eval_dataset(pairs, t5_tokenizer, batch_size=2)
+
+
+@pytest.mark.parametrize("lengths", [dict(max_source_length=None), dict(bucket_boundaries=[8, 16])])
+def test_bucket_padding_refuses_lengths_past_the_last_boundary(t5_tokenizer, lengths):
+    """An example longer than the last boundary would stop a bucket-padded stream mid-epoch
+    with tf.data's own error; the dataset is refused when it is made instead."""
+    with pytest.raises(ValueError, match="pad_to_bucket_boundary=True needs every example"):
+        seq2seq_dataset((["a"], ["b"]), t5_tokenizer, batch_size=2, pad_to_bucket_boundary=True,
+                        **lengths)

@@ -137,7 +137,8 @@ def seq2seq_dataset(
             (default `default_bucket_boundaries(max(max_source_length, max_target_length))`).
             An example's length is the longer of its source and target.
         pad_to_bucket_boundary: pad to the bucket bound (fixed shapes: XLA compiles once
-            per bucket) instead of the longest example in the batch.
+            per bucket) instead of the longest example in the batch. Needs both maximum
+            lengths, below the last boundary.
         batch_multiple: round bucket batch sizes down to a multiple of this (e.g.
             replicas x gradient accumulation steps).
         shuffle_buffer, seed: shuffle raw examples before tokenizing.
@@ -160,6 +161,13 @@ def seq2seq_dataset(
             raise ValueError("bucket_boundaries are needed without maximum lengths")
         bucket_boundaries = default_bucket_boundaries(longest)
     bucket_boundaries = sorted(int(b) for b in bucket_boundaries)
+    if pad_to_bucket_boundary and not (
+            max_source_length and max_target_length and longest < bucket_boundaries[-1]):
+        # tf.data would fail on the first longer example, mid-epoch, with its own message.
+        raise ValueError(
+            "pad_to_bucket_boundary=True needs every example shorter than the largest bucket "
+            f"boundary ({bucket_boundaries[-1]}): set max_source_length and max_target_length "
+            f"below it (got {max_source_length} and {max_target_length})")
     # bucket_by_sequence_length wants len(boundaries) + 1 batch sizes (last: overflow).
     bounds = bucket_boundaries + [bucket_boundaries[-1] * 2]
     if max_tokens is not None:
