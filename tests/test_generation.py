@@ -367,6 +367,13 @@ def test_output_vocabulary_restriction(models, golden, family, jit_compile):
         (dict(input_ids=[[5, 1]], do_sample=True, temperature=0.0), ValueError, "temperature"),
         (dict(input_ids=[[5, 1]], top_p=1.5), ValueError, "top_p"),
         (dict(input_ids=[[5, 1]], repetition_penalty=0.0), ValueError, "repetition_penalty"),
+        (dict(input_ids=[[5, 1]], repetition_penalty=float("nan")), ValueError, "finite"),
+        (dict(input_ids=[[5, 1]], do_sample=True, temperature=float("nan")), ValueError, "finite"),
+        (dict(input_ids=[[5, 1]], num_beams=2, length_penalty=float("nan")), ValueError, "finite"),
+        (dict(input_ids=[[5, 1]], forced_eos_token_id=64), ValueError, "forced_eos_token_id=64"),
+        (dict(input_ids=[[5, 1]], forced_eos_token_id=-3), ValueError, "forced_eos_token_id=-3"),
+        (dict(input_ids=[[5, 1]], num_beams=2, return_dict_in_generate=True, output_scores=True),
+         ValueError, "not supported.*output_scores"),
         (dict(input_ids=[[5, 1]], early_stopping="sometimes"), ValueError, "early_stopping"),
         (dict(input_ids=[[5, 1]], max_length=1), ValueError, "max_length"),
         (dict(input_ids=[[5, 1]], forced_bos_token_id=[3, 4]), ValueError, "shape"),
@@ -385,6 +392,30 @@ def test_bad_inputs_raise_clear_errors(models, arguments, error, message):
     input_ids = arguments.pop("input_ids")
     with pytest.raises(error, match=message):
         models["mt5"].generate(input_ids, **arguments)
+
+
+def test_numpy_integer_options_count_as_integers(models):
+    plain = models["mt5"].generate([[5, 6, 1]], num_beams=2, max_new_tokens=3).numpy()
+    numpy_ints = models["mt5"].generate([[5, 6, 1]], num_beams=np.int64(2),
+                                        max_new_tokens=np.int32(3)).numpy()
+    np.testing.assert_array_equal(numpy_ints, plain)
+
+
+def test_forced_bos_none_turns_the_checkpoints_forcing_off(models):
+    """As in the reference: `forced_bos_token_id=None` passed to generate() overrides the
+    checkpoint's generation config; left out, the config's token is forced."""
+    model = models["mt5"]
+    saved = model.generation_config
+    try:
+        model.generation_config = saved.copy()
+        model.generation_config.forced_bos_token_id = 7
+        forced = model.generate([[5, 6, 1]], max_new_tokens=3).numpy()
+        free = model.generate([[5, 6, 1]], max_new_tokens=3, forced_bos_token_id=None).numpy()
+    finally:
+        model.generation_config = saved
+    plain = model.generate([[5, 6, 1]], max_new_tokens=3).numpy()
+    assert forced[0, 1] == 7
+    np.testing.assert_array_equal(free, plain)
 
 
 def test_generate_needs_an_lm_head():

@@ -161,6 +161,9 @@ def _check_token_range(name, array, vocab_size):
         raise ValueError(f"{name} holds token id {bad}, outside the vocabulary [0, {vocab_size})")
 
 
+_NOT_GIVEN = object()  # an option left out, as opposed to passed as None
+
+
 def _forced_bos_ids(value, batch, vocab_size):
     """None, an int, or `[batch]` ints -> None or a `[batch]` int32 array."""
     if value is None:
@@ -235,9 +238,14 @@ def generate(
         attention_mask: `[batch, length]` 0/1; defaults to `input_ids != pad_token_id`
             when the input holds pad tokens (and pad is not EOS), else all ones.
         generation_config: a `GenerationConfig`; defaults to `model.generation_config`.
+            A config passed here is used as it is: only its unset special tokens come
+            from the model. (transformers 4.57 also replaces the fields a passed config
+            leaves at their global defaults, e.g. `num_beams=1`, with the checkpoint's;
+            pass `model.generation_config.copy()` with your changes for that.)
         decoder_input_ids: optional `[batch, prompt_length]` decoder prompt; the decoder
             start token is prepended unless every row already starts with it.
-        seed: int or `[2]` ints for sampling (default: drawn from TF's global seed).
+        seed: int or `[2]` ints for sampling (default: drawn from TF's global seed); an
+            int `n` below 2**31 is the pair `[n, 0]`.
         jit_compile: True (default) compiles the search with XLA; False runs the same
             graph without it (what TF Serving runs); both give the same ids.
         output_token_ids: opt-in output-vocabulary restriction (a tfmodels extension):
@@ -247,7 +255,8 @@ def generate(
             the reference gives with every other token suppressed; log-probabilities
             (beam scores, sampling) are normalised over the allowed set.
         **options: any `GenerationConfig` field (`max_new_tokens`, `num_beams`,
-            `do_sample`, `forced_bos_token_id` (int or `[batch]`), ...).
+            `do_sample`, `forced_bos_token_id` (int or `[batch]`; None turns the
+            checkpoint's off), `forced_eos_token_id`, `suppress_tokens`, ...).
 
     Returns:
         `[batch * num_return_sequences, length]` int32 sequences (decoder start token
@@ -268,9 +277,11 @@ def generate(
     if input_ids is None:
         raise ValueError("generate() needs input_ids (the encoder input)")
     max_length_was_passed = options.get("max_length") is not None
-    forced_bos_option = options.pop("forced_bos_token_id", None)
+    # An explicit `forced_bos_token_id=None` turns the checkpoint's forcing off, as in the
+    # reference; left out, the checkpoint's (or `generation_config`'s) applies.
+    forced_bos_option = options.pop("forced_bos_token_id", _NOT_GIVEN)
     config = resolve_generation_config(model, generation_config, options)
-    if forced_bos_option is None:
+    if forced_bos_option is _NOT_GIVEN:
         forced_bos_option = config.forced_bos_token_id
     vocab_size = int(model.config.vocab_size)
     start, pad, eos_ids = special_tokens(model, config)

@@ -3,6 +3,7 @@
 import copy
 import dataclasses
 import json
+import math
 import os
 from typing import Any, Dict, Optional, Sequence, Union
 
@@ -39,6 +40,8 @@ UNSUPPORTED_OPTIONS = {
     "output_attentions": False,
     "output_hidden_states": False,
     "output_logits": None,
+    # Per-step scores (`scores`, `beam_indices`) are not returned; `sequences_scores` is.
+    "output_scores": False,
     "token_healing": False,
     "dola_layers": None,
     "watermarking_config": None,
@@ -106,7 +109,6 @@ class GenerationConfig:
     forced_eos_token_id: Optional[int] = None
     suppress_tokens: Optional[Sequence[int]] = None
     # Output.
-    output_scores: bool = False
     return_dict_in_generate: bool = False
     use_cache: bool = True
     # Special tokens.
@@ -222,7 +224,7 @@ class GenerationConfig:
         def positive_int(name, value, allow_none=False, minimum=1):
             if value is None and allow_none:
                 return
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
                 raise ValueError(
                     f"`{name}` must be an integer >= {minimum}"
                     + (" or None" if allow_none else "")
@@ -243,18 +245,21 @@ class GenerationConfig:
             )
         for name in ("length_penalty", "temperature", "repetition_penalty"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
                 raise ValueError(f"`{name}` must be a number, got {value!r}")
-        if self.repetition_penalty <= 0:
+            if not math.isfinite(value):
+                raise ValueError(f"`{name}` must be a finite number, got {value!r}")
+        if not self.repetition_penalty > 0:
             raise ValueError(
                 f"`repetition_penalty` must be a strictly positive number, got {self.repetition_penalty}"
             )
-        if self.do_sample and self.temperature <= 0:
+        if self.do_sample and not self.temperature > 0:
             raise ValueError(
                 f"`temperature` must be > 0 when sampling, got {self.temperature} "
                 "(for greedy decoding set do_sample=False)"
             )
-        if self.top_p is not None and not 0.0 <= float(self.top_p) <= 1.0:
+        if self.top_p is not None and (
+                isinstance(self.top_p, (bool, str, bytes)) or not 0.0 <= float(self.top_p) <= 1.0):
             raise ValueError(f"`top_p` must be in [0, 1], got {self.top_p}")
         if self.num_return_sequences > 1:
             if self.num_beams == 1 and not self.do_sample:
@@ -273,13 +278,15 @@ class GenerationConfig:
         for name in ("pad_token_id", "bos_token_id", "decoder_start_token_id",
                      "forced_eos_token_id"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, (int, np.integer))):
                 raise ValueError(f"`{name}` must be an integer token id or None, got {value!r}")
         if self.eos_token_id is not None:
             eos = self.eos_token_id if isinstance(self.eos_token_id, (list, tuple)) else [
                 self.eos_token_id
             ]
-            if not eos or any(isinstance(t, bool) or not isinstance(t, int) for t in eos):
+            if not eos or any(isinstance(t, bool) or not isinstance(t, (int, np.integer))
+                              for t in eos):
                 raise ValueError(
                     f"`eos_token_id` must be a token id or a list of them, got {self.eos_token_id!r}"
                 )

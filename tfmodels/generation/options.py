@@ -127,7 +127,8 @@ def resolve_lengths(model, config, prompt_length, max_length_was_passed):
 
 
 def special_tokens(model, config):
-    """`(decoder_start, pad, eos_ids)` with the reference's fallbacks."""
+    """`(decoder_start, pad, eos_ids)` with the reference's fallbacks; every special id
+    (forced EOS too) must be in the vocabulary."""
     start = config.decoder_start_token_id
     if start is None:
         start = config.bos_token_id
@@ -140,9 +141,11 @@ def special_tokens(model, config):
     if pad is None:
         pad = eos_ids[0] if eos_ids else getattr(model.config, "pad_token_id", 0)
     vocab_size = model.config.vocab_size
+    forced_eos = [] if config.forced_eos_token_id is None else [
+        ("forced_eos_token_id", config.forced_eos_token_id)]
     for name, token in [("decoder_start_token_id", start), ("pad_token_id", pad)] + [
         ("eos_token_id", token) for token in eos_ids
-    ]:
+    ] + forced_eos:
         if not 0 <= int(token) < vocab_size:
             raise ValueError(f"{name}={token} is outside the vocabulary [0, {vocab_size})")
     return int(start), int(pad), tuple(eos_ids)
