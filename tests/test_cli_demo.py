@@ -12,8 +12,9 @@ import sys
 
 import pytest
 
+from tfmodels import BUNDLED_TRANSLATOR_DIR as BUNDLE
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUNDLE = os.path.join(REPO_ROOT, "tfmodels", "assets", "default-translator")
 
 pytestmark = pytest.mark.skipif(
     not os.path.isfile(os.path.join(BUNDLE, "model.safetensors.index.json")),

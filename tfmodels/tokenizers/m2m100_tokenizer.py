@@ -294,7 +294,11 @@ class M2M100Tokenizer(SentencePieceTokenizerBase):
 
     def get_lang_id(self, lang):
         """Id of a language code's token, e.g. `get_lang_id("fr")`."""
-        self._check_code(lang, "lang")
+        return self._lang_id(lang, "lang")
+
+    def _lang_id(self, lang, argument):
+        """`get_lang_id`, with errors naming the caller's `argument`."""
+        self._check_code(lang, argument)
         self._check_ready()
         return self._lang_code_to_id[lang]
 
@@ -307,8 +311,7 @@ class M2M100Tokenizer(SentencePieceTokenizerBase):
         if isinstance(lang, bytes):
             lang = lang.decode("utf-8")
         if isinstance(lang, str):
-            self._check_code(lang, argument)
-            return tf.fill([batch_size], tf.constant(self.get_lang_id(lang), tf.int32))
+            return tf.fill([batch_size], tf.constant(self._lang_id(lang, argument), tf.int32))
         if isinstance(lang, (list, tuple)):
             for code in lang:
                 code = code.decode("utf-8") if isinstance(code, bytes) else code
