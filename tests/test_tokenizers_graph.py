@@ -78,6 +78,32 @@ def test_tf_data_map_scalar_and_mixed_language_batches(t5, m2m):
     assert eager["labels"].numpy()[:, 0].tolist() == [m2m.get_lang_id(code) for code in tgt]
 
 
+def test_one_language_as_a_tensor_and_the_other_as_a_string(m2m):
+    """A per-example source language with a fixed target, in `tf.data` and eagerly
+    (Keras must not take the two as one mixed argument)."""
+    texts, src = ["Hello", "Привет"], ["en", "ru"]
+    dataset = tf.data.Dataset.from_tensor_slices((texts, src)).batch(2).map(
+        lambda text, lang: m2m(text, text_target=text, src_lang=lang, tgt_lang="de"))
+    batch = next(iter(dataset))
+    eager = m2m(texts, text_target=texts, src_lang=tf.constant(src), tgt_lang="de")
+    for key in ("input_ids", "labels"):
+        assert batch[key].numpy().tolist() == eager[key].numpy().tolist()
+    assert eager["input_ids"].numpy()[:, 0].tolist() == [m2m.get_lang_id(code) for code in src]
+    assert eager["labels"].numpy()[:, 0].tolist() == [m2m.get_lang_id("de")] * 2
+    swapped = m2m(texts, text_target=texts, src_lang="ru", tgt_lang=tf.constant(["it", "nl"]))
+    assert swapped["labels"].numpy()[:, 0].tolist() == [m2m.get_lang_id(c) for c in ("it", "nl")]
+
+
+def test_text_after_a_nul_character_is_kept(t5, m2m):
+    """tf-text's regex split stops at a NUL; the tokenizers split around added tokens
+    without losing what follows it."""
+    for tok, special in ((t5, "</s>"), (m2m, "__de__")):
+        whole = tok.tokenize(f"a\x00b {special} c").numpy().tolist()
+        assert whole[:-1] == (tok.tokenize("a\x00b").numpy().tolist()[:-1]
+                              + tok.tokenize(f"{special} c").numpy().tolist()[(1 if tok is m2m else 0):-1])
+        assert len(tok.tokenize("\x00 \x00").numpy()) > len(tok.tokenize("").numpy())
+
+
 def test_survives_random_seed_reset():
     # tf-text's SentencePiece resource is kernel-owned; an eagerly created
     # one vanishes when the eager kernel cache is cleared.
@@ -195,6 +221,11 @@ def test_non_string_input_is_rejected(t5, m2m):
         t5.tokenize(tf.constant([["a"]]))
     with pytest.raises(TypeError, match="integers"):
         t5.detokenize(tf.constant([[1.0]]))
+    for bad in (None, {"text": "a"}):
+        with pytest.raises(TypeError, match="T5Tokenizer expects strings"):
+            t5.tokenize(bad)
+    with pytest.raises(TypeError, match="Token ids must be integers, got None"):
+        t5.detokenize(None)
 
 
 def test_unknown_language_code_errors_name_the_code(m2m):
@@ -226,6 +257,14 @@ def test_t5_rejects_ids_outside_vocabulary(t5):
         t5.detokenize([[5, -100]])
 
 
+def test_wide_ids_do_not_wrap_into_the_vocabulary(t5, m2m):
+    """int64 ids beyond int32 are out of range, not taken modulo 2**32."""
+    wide = tf.constant([2**32 + 5], tf.int64)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="out of range for this vocabulary: 4294967301"):
+        t5.detokenize(wide)
+    assert m2m.detokenize(tf.constant([2**32 + 5, -(2**32) + 5], tf.int64)).numpy() == b"<unk><unk>"
+
+
 def test_m2m100_decodes_out_of_range_ids_as_unk(m2m):
     # The reference maps unknown ids to "<unk>" (a special token).
     # "__fr__" is listed as a special token in this checkpoint, so it is its
@@ -246,6 +285,9 @@ def test_empty_batch(t5, m2m):
         assert tok.detokenize(tf.zeros([0, 3], tf.int32)).shape == (0,)
     assert t5.tokenize([]).shape[0] == 0
     assert m2m.detokenize(tf.ragged.constant([[]], dtype=tf.int32)).numpy().tolist() == [b""]
+    # Empty Python lists have no dtype to check: they are empty ids / language codes.
+    assert t5.detokenize([[]]).numpy().tolist() == [b""] and t5.detokenize([]).numpy() == b""
+    assert m2m.tokenize([], src_lang=[]).shape[0] == 0
 
 
 def test_scalar_in_unbatched_out(t5, m2m):

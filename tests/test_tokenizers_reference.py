@@ -10,6 +10,7 @@ Every corpus line, the edge cases of `tests/data/tokenizer_golden.json`, and
 a seeded set of random strings are compared on full lists (zero mismatches).
 """
 
+import copy
 import json
 import os
 import random
@@ -47,10 +48,10 @@ def _random_texts(count=800, seed=7):
     """Strings mixing corpus characters, odd whitespace and token fragments."""
     rng = random.Random(seed)
     chars = sorted(set("".join(CORPUS)))
-    tricky = list("\t\n\r\x0b\x0c\x01\x7f \u00a0\u00a8\u00b4\u2581\u3000\u200b\u200c\u200d\ufeff\u2028\u0301\u0308"
+    tricky = list("\t\n\r\x0b\x0c\x00\x01\x02\x03\x7f \u00a0\u00a8\u00b4\u2581\u3000\u200b\u200c\u200d\ufeff\u2028\u0301\u0308"
                   "\ufffd\ue000\U0001f600\U0001f3fd\u1fbd\ufe70\u309b\uffe3")
     fragments = ["</s>", "<pad>", "<unk>", "<s>", "<extra_id_0>", "<extra_id_7>", "<extra_id_99>", "__en__",
-                 "__zh__", "<extra_id_", "</", "▁▁", "   ", "555", "0000"]
+                 "__zh__", "<extra_id_", "</", "▁▁", "   ", "555", "0000", "<sep>"]
     texts = []
     for _ in range(count):
         parts = []
@@ -102,14 +103,16 @@ T5_VARIANTS = {
     "legacy_false": {"legacy": False},
     "legacy_false_no_prefix_space": {"legacy": False, "add_prefix_space": False},
     "no_sentinels": {"extra_ids": 0},
+    # Sentinels appended after another added token take the next free ids, unstripped.
+    "added_token_before_sentinels": {"additional_special_tokens": ["<sep>"], "legacy": False},
 }
 
 
 @pytest.mark.parametrize("variant", sorted(T5_VARIANTS))
 def test_t5_matches_slow_reference(variant):
-    kwargs = T5_VARIANTS[variant]
-    ours = T5Tokenizer.from_pretrained(MT5_DIR, **kwargs)
-    reference = transformers.T5Tokenizer.from_pretrained(MT5_DIR, **kwargs)
+    ours = T5Tokenizer.from_pretrained(MT5_DIR, **copy.deepcopy(T5_VARIANTS[variant]))
+    # (The reference extends a passed additional_special_tokens list in place.)
+    reference = transformers.T5Tokenizer.from_pretrained(MT5_DIR, **copy.deepcopy(T5_VARIANTS[variant]))
     texts = TEXTS if variant in ("checkpoint", "legacy_false") else TEXTS[::3] + GOLDEN["edge_cases"]
     expected = _reference_ids(reference, texts)
     assert ours.tokenize(texts).to_list() == expected

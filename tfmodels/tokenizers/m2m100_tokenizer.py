@@ -316,7 +316,7 @@ class M2M100Tokenizer(SentencePieceTokenizerBase):
             for code in lang:
                 code = code.decode("utf-8") if isinstance(code, bytes) else code
                 self._check_code(code, argument)
-        codes = tf.convert_to_tensor(lang)
+        codes = tf.convert_to_tensor(lang, tf.string) if isinstance(lang, (list, tuple)) and not lang else tf.convert_to_tensor(lang)
         if codes.dtype != tf.string:
             raise TypeError(f"`{argument}` must be a string or a tf.string tensor, got dtype {codes.dtype.name}.")
         if codes.shape.rank == 0:
@@ -362,10 +362,31 @@ class M2M100Tokenizer(SentencePieceTokenizerBase):
         return ops.concat_ragged_rows([ops.ragged_column(lang_ids), content_ids, ops.ragged_column(eos)])
 
     def _split_call_kwargs(self, kwargs):
-        unexpected = set(kwargs) - {"src_lang", "tgt_lang"}
-        if unexpected:
-            raise TypeError(f"Unexpected arguments for M2M100Tokenizer: {sorted(unexpected)}")
-        return {"src_lang": kwargs.get("src_lang")}, {"tgt_lang": kwargs.get("tgt_lang")}
+        # Only this class's `call` gets here, with exactly these two.
+        return {"src_lang": kwargs["src_lang"]}, {"tgt_lang": kwargs["tgt_lang"]}
+
+    @tf.autograph.experimental.do_not_convert
+    def call(
+        self,
+        inputs=None,
+        text_target=None,
+        padding="longest",
+        truncation=None,
+        max_length=None,
+        pad_to_multiple_of=None,
+        src_lang=None,
+        tgt_lang=None,
+    ):
+        """The base class's `call`, with `src_lang` / `tgt_lang` as in the class docstring.
+
+        They are named here so that Keras takes each as its own argument: one
+        can be a tensor (a language per example in `tf.data`) and the other a
+        Python string.
+        """
+        return super().call(
+            inputs, text_target, padding, truncation, max_length, pad_to_multiple_of,
+            src_lang=src_lang, tgt_lang=tgt_lang,
+        )
 
     @tf.autograph.experimental.do_not_convert
     def tokenize(self, inputs, src_lang=None):

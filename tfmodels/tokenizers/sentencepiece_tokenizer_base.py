@@ -101,6 +101,7 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
         # Longest first, so that at one position the longest token wins, like
         # the reference's trie.
         self._split_pattern = "(?:" + "|".join(alternatives) + ")"
+        self._split_escapes_nul = ops.pattern_allows_nul_escape(contents)
         self._added_contents = tf.constant(contents, tf.string)
         self._added_content_ids = tf.constant(
             [self._added_token_ids[c] for c in contents], tf.int32
@@ -156,13 +157,11 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
             raise ValueError(f"{type(self).__name__} takes a scalar or a 1-D batch of strings, not a RaggedTensor.")
         if isinstance(inputs, (list, tuple)) and len(inputs) == 0:
             inputs = tf.constant([], dtype=tf.string)
-        if isinstance(inputs, (list, tuple, str, bytes, np.ndarray)):
+        if not tf.is_tensor(inputs):
             try:
                 inputs = tf.convert_to_tensor(inputs)
             except (TypeError, ValueError) as error:
                 raise TypeError(f"{type(self).__name__} expects strings, got {inputs!r:.100}") from error
-        else:
-            inputs = tf.convert_to_tensor(inputs)
         if inputs.dtype != tf.string:
             raise TypeError(
                 f"{type(self).__name__} expects string inputs (tf.string), got dtype {inputs.dtype.name}."
@@ -177,15 +176,22 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
         return inputs, False
 
     def _to_flat_ids(self, ids):
-        """Returns (flat int32 ids, int32 sequence index per id, num sequences, was_1d)."""
+        """Returns (flat int64 ids, int32 sequence index per id, num sequences, was_1d).
+
+        The ids stay int64 until `_lookup_rows` has checked their range, so
+        that wide ids cannot wrap around into the vocabulary.
+        """
         if not isinstance(ids, (tf.RaggedTensor, tf.Tensor)):
             if isinstance(ids, (list, tuple)) and ids and isinstance(ids[0], (list, tuple, np.ndarray)):
                 if len({len(row) for row in ids}) > 1:
                     ids = tf.ragged.constant(ids)
-            if isinstance(ids, (list, tuple)) and len(ids) == 0:
-                ids = tf.constant([], tf.int32)
             if not isinstance(ids, tf.RaggedTensor):
-                ids = tf.convert_to_tensor(ids)
+                try:
+                    ids = tf.convert_to_tensor(ids)
+                except (TypeError, ValueError) as error:
+                    raise TypeError(f"Token ids must be integers, got {ids!r:.100}") from error
+                if isinstance(ids, tf.Tensor) and ids.dtype == tf.float32 and ids.shape.num_elements() == 0:
+                    ids = tf.cast(ids, tf.int32)  # an empty Python list: no dtype to check
         if not ids.dtype.is_integer:
             raise TypeError(f"Token ids must be integers, got dtype {ids.dtype.name}.")
         rank = ids.shape.rank
@@ -204,7 +210,7 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
             flat = tf.reshape(ids, [-1])
             sequence = tf.repeat(tf.range(shape[0]), shape[1])
             num_sequences = shape[0]
-        return tf.cast(flat, tf.int32), sequence, num_sequences, rank == 1
+        return tf.cast(flat, tf.int64), sequence, num_sequences, rank == 1
 
     # ------------------------------------------------------------- tokenize
 
@@ -238,7 +244,9 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
         else:
             # Added tokens (with the whitespace they strip) become their own
             # segments; empty segments are dropped, as the reference does.
-            flat, segment_splits = ops.regex_split_keep_delimiters(texts, self._split_pattern)
+            flat, segment_splits = ops.regex_split_keep_delimiters(
+                texts, self._split_pattern, escape_nul=self._split_escapes_nul
+            )
             is_added = tf.strings.regex_full_match(flat, self._split_pattern)
             exact = self._added_content_table.lookup(flat)
             stripped = self._added_content_table.lookup(ops.python_strip(flat))
@@ -442,12 +450,12 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
     # ----------------------------------------------------------- detokenize
 
     def _lookup_rows(self, flat_ids):
-        """Row of the per-id tables for each id; checks validity."""
+        """int32 row of the per-id tables for each int64 id; checks validity."""
         size = self._table_size
         in_range = (flat_ids >= 0) & (flat_ids < size)
         if self._out_of_range_index is not None:
-            return tf.where(in_range, flat_ids, self._out_of_range_index)
-        safe = tf.where(in_range, flat_ids, 0)
+            return tf.cast(tf.where(in_range, flat_ids, self._out_of_range_index), tf.int32)
+        safe = tf.cast(tf.where(in_range, flat_ids, 0), tf.int32)
         valid = in_range & tf.not_equal(tf.gather(self._id_token_kinds, safe), ops.TOKEN_INVALID)
         bad = tf.boolean_mask(flat_ids, tf.logical_not(valid))
         check = tf.debugging.Assert(

@@ -139,13 +139,15 @@ class T5Tokenizer(SentencePieceTokenizerBase):
         self._sp_vocab_size = len(base_tokens)
         self._convert_token_to_id = sp.piece_to_id
 
-        # Sentinels, as the reference's constructor registers them.
+        # Sentinels, as the reference's constructor registers them. Only the
+        # sentinels it finds in `additional_special_tokens` (or makes itself
+        # when that is None) get preset ids at the top of the vocabulary;
+        # those appended after other tokens take the next free ids, in order.
         additional = None if self.additional_special_tokens is None else list(self.additional_special_tokens)
         if additional is not None:
             extra_tokens = [t for t in additional if "<extra_id_" in hf_files.token_content(t)]
             if not extra_tokens:
-                extra_tokens = [f"<extra_id_{i}>" for i in range(self.extra_ids)]
-                additional += extra_tokens
+                additional += [f"<extra_id_{i}>" for i in range(self.extra_ids)]
             elif self.extra_ids > 0 and self.extra_ids != len(extra_tokens):
                 raise ValueError(
                     f"Both extra_ids ({self.extra_ids}) and additional_special_tokens ({additional}) "

@@ -192,12 +192,39 @@ def concat_ragged_rows(parts):
     return tf.RaggedTensor.from_row_lengths(values, total, validate=False)
 
 
-def regex_split_keep_delimiters(texts, pattern):
+# tf-text's regex split ends each string at its first NUL character, so NULs
+# cross it escaped: first "\x01" -> "\x01\x03", then NUL -> "\x01\x02". A
+# pattern that can neither start nor end a match with "\x01"-"\x03" splits
+# the escaped text at the same places.
+_NUL_ESCAPE_CHARS = "\x01\x02\x03"
+
+
+def pattern_allows_nul_escape(literals):
+    """Whether a split pattern built from `literals` works on NUL-escaped text."""
+    return not any(char in literal for literal in literals for char in _NUL_ESCAPE_CHARS)
+
+
+def _escape_nul(texts):
+    return tf.strings.regex_replace(tf.strings.regex_replace(texts, "\x01", "\x01\x03"), "\x00", "\x01\x02")
+
+
+def _unescape_nul(texts):
+    # Every "\x01" of escaped text starts a pair, so the two passes cannot
+    # misread each other's output.
+    return tf.strings.regex_replace(tf.strings.regex_replace(texts, "\x01\x02", "\x00"), "\x01\x03", "\x01")
+
+
+def regex_split_keep_delimiters(texts, pattern, *, escape_nul):
     """`tf_text.regex_split(texts, pattern, pattern)` for a 1-D string tensor.
 
     Returns `(pieces, row_splits)`; built without the ragged validation ops
-    that the public wrapper adds (they dominate tracing time).
+    that the public wrapper adds (they dominate tracing time). With
+    `escape_nul` (only for patterns that `pattern_allows_nul_escape`), text
+    after a NUL character is split too instead of being dropped.
     """
+    if escape_nul:
+        pieces, row_splits = regex_split_keep_delimiters(_escape_nul(texts), pattern, escape_nul=False)
+        return _unescape_nul(pieces), row_splits
     try:
         from tensorflow_text.python.ops import regex_split_ops
 
