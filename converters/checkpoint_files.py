@@ -114,8 +114,9 @@ def _bin_opt_in_error(paths: list[str]) -> BinCheckpointNotAllowedError:
     return BinCheckpointNotAllowedError(
         f"Only a PyTorch pickle checkpoint was found ({', '.join(paths)}). Pickle files can run "
         "arbitrary code when loaded, so they are read only on request: pass allow_bin=True "
-        "(--allow-bin on the command line; loads with torch.load(..., weights_only=True); needs torch), or convert the checkpoint "
-        "to model.safetensors once (transformers: model.save_pretrained(dir, safe_serialization=True))."
+        "(loads with torch.load(..., weights_only=True); needs torch), or convert the checkpoint "
+        "to model.safetensors once: `tfmodels convert DIR DIR --allow-bin` (in place), or "
+        "transformers' model.save_pretrained(dir, safe_serialization=True)."
     )
 
 

@@ -167,15 +167,33 @@ def test_save_pretrained_is_bit_exact(tmp_path, family):
     assert ("lm_head.weight" in source) == (not tied)
     assert_tensors_equal(written, source, "save_pretrained vs source file")
 
-    # config.json: every key of the source survives with its value (unknown keys too).
+    # config.json: every key of the source survives with its value (unknown keys too),
+    # except `dtype` (see the next test).
     with open(tmp_path / "config.json") as handle:
         written_config = json.load(handle)
+    assert written_config["dtype"] == "float32" == next(iter(written.values())).dtype.name
     for key, value in source_config.items():
-        assert written_config.get(key) == value, key
+        if key != "dtype":
+            assert written_config.get(key) == value, key
 
     reloaded = family.ours().from_pretrained(str(tmp_path))
     batch = family.batch("right")
     _outputs_equal(reloaded(**batch), model(**batch))
+
+
+def test_config_dtype_names_the_tensors_written(tmp_path, family):
+    """transformers' `dtype="auto"` loads in config.json's `dtype`, so it must name the
+    tensors written, not the ones the checkpoint was read from."""
+    from helpers import rewrite_checkpoint
+
+    bf16_source = rewrite_checkpoint(family.golden_dir, tmp_path / "source",
+                                     edit_config=lambda config: config.update(dtype="bfloat16"))
+    for dtype, expected in ((None, "float32"), ("bfloat16", "bfloat16")):
+        target = tmp_path / f"saved-{expected}"
+        family.ours().from_pretrained(bf16_source, dtype=dtype).save_pretrained(str(target))
+        with open(target / "config.json") as handle:
+            assert json.load(handle)["dtype"] == expected
+        assert {array.dtype.name for array in read_checkpoint(target)[0].values()} == {expected}
 
 
 def test_sharded_save_pretrained_round_trip(tmp_path, family):
@@ -234,6 +252,66 @@ def test_reference_loads_our_save_pretrained(transformers, tmp_path, family, hea
     theirs = run_reference(loaded, batch)
     np.testing.assert_array_equal(theirs[key].numpy(), run_reference(source, batch)[key])
     assert_rel_close(model(**batch)[key], theirs[key], LOGIT_RTOL, key)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("safe_serialization, with_feed_forward_proj", [
+    pytest.param(False, True, id="bin"),
+    pytest.param(True, False, id="safetensors-v1.0-config"),
+])
+def test_plain_t5_checkpoint_loads_with_t5_defaults_and_saves_as_t5(
+        transformers, tmp_path, safe_serialization, with_feed_forward_proj):
+    """transformers leaves T5's default `tie_word_embeddings=True` out of config.json, and
+    T5 v1.0 configs have no `feed_forward_proj`: both must mean T5's defaults (tied, relu),
+    not mT5's. A .bin also holds the tied copy `lm_head.weight`, so reading it untied
+    would load without an error and give wrong logits."""
+    mt5 = FAMILIES["mt5"]
+    values = {key: value for key, value in mt5.tiny_config.items()
+              if key not in ("tie_word_embeddings", "feed_forward_proj")}
+    reference = transformers.T5ForConditionalGeneration(transformers.T5Config(**values)).eval()
+    source = tmp_path / "t5"
+    reference.save_pretrained(source, safe_serialization=safe_serialization)
+    with open(source / "config.json") as handle:
+        config = json.load(handle)
+    assert config["model_type"] == "t5" and "tie_word_embeddings" not in config
+    if not with_feed_forward_proj:
+        del config["feed_forward_proj"]
+        with open(source / "config.json", "w") as handle:
+            json.dump(config, handle)
+
+    from tfmodels.auto import load_seq2seq_lm
+
+    model = load_seq2seq_lm(str(source), allow_bin=True)
+    assert model.config.tie_word_embeddings and model.config.feed_forward_proj == "relu"
+    batch = without(mt5.batch("right"), "labels")
+    assert_rel_close(model(**batch).logits, run_reference(reference, batch).logits,
+                     LOGIT_RTOL, "logits")
+
+    model.save_pretrained(str(tmp_path / "back"))
+    with open(tmp_path / "back" / "config.json") as handle:
+        assert json.load(handle)["model_type"] == "t5"
+    loaded = transformers.AutoModelForSeq2SeqLM.from_pretrained(str(tmp_path / "back")).eval()
+    assert type(loaded).__name__ == "T5ForConditionalGeneration"
+    np.testing.assert_array_equal(run_reference(loaded, batch).logits.numpy(),
+                                  run_reference(reference, batch).logits.numpy())
+
+
+def test_stale_cross_attention_position_bias_of_old_t5_checkpoints_is_ignored(tmp_path):
+    """transformers < 4.0 saved a cross-attention position bias that no layer reads; the
+    reference skips it on load, and so do we (other unexpected tensors stay errors)."""
+    from helpers import rewrite_checkpoint
+
+    mt5 = FAMILIES["mt5"]
+    stale = "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"
+
+    def add_stale(tensors):
+        tensors[stale] = np.zeros((32, 4), np.float32)
+
+    directory = rewrite_checkpoint(mt5.golden_dir, tmp_path / "ckpt", edit_tensors=add_stale)
+    batch = mt5.batch("right")
+    np.testing.assert_array_equal(
+        to_numpy(mt5.ours().from_pretrained(directory)(**batch).logits),
+        to_numpy(mt5.ours().from_pretrained(mt5.golden_dir)(**batch).logits))
 
 
 # ------------------------------------------------------------------- Keras-native saving

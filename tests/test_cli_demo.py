@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tfmodels import BUNDLED_TRANSLATOR_DIR as BUNDLE
@@ -111,6 +112,34 @@ def test_cli_errors_name_the_flags(tmp_path, capsys):
     assert "--max-shard-size: cannot read '2 gigs'" in capsys.readouterr().err
     assert main(["export", BUNDLE, str(tmp_path / "out"), "--screen-head"]) == 2
     assert "(--xla with --screen-head)" in capsys.readouterr().err
+
+
+@pytest.mark.torch
+def test_convert_in_place_writes_safetensors_next_to_the_bin(torch, tmp_path):
+    """What the `.bin` opt-in error suggests: `tfmodels convert DIR DIR --allow-bin`."""
+    import shutil
+
+    from converters import read_checkpoint, write_torch_bin
+    from tfmodels.cli import main
+
+    folder = tmp_path / "translator"
+    shutil.copytree(BUNDLE, folder)
+    tensors, _ = read_checkpoint(str(folder))
+    for name in os.listdir(folder):
+        if name.startswith("model"):
+            os.remove(folder / name)
+    write_torch_bin(str(folder / "pytorch_model.bin"), tensors)
+    side_files = {name: (folder / name).read_bytes() for name in os.listdir(folder)
+                  if name.endswith((".json", ".model")) and name != "config.json"}
+    assert main(["convert", str(folder), str(folder), "--allow-bin"]) == 0
+    written, format_name = read_checkpoint(str(folder))
+    assert format_name == "safetensors"
+    for name, value in tensors.items():
+        np.testing.assert_array_equal(np.asarray(written[name], np.float32),
+                                      np.asarray(value, np.float32), name)
+    for name, content in side_files.items():  # untouched (the generation config is rewritten)
+        if name != "generation_config.json":
+            assert (folder / name).read_bytes() == content, name
 
 
 def test_convert_to_keras_reports_the_file_it_wrote(tmp_path, capsys):

@@ -86,6 +86,21 @@ def test_plain_t5_model_type_is_accepted_by_mt5_config():
     assert MT5Config.from_dict(dict(TINY_MT5, model_type="t5")).d_model == TINY_MT5["d_model"]
 
 
+def test_a_t5_configs_missing_keys_take_t5_defaults_and_it_stays_t5():
+    """Keys a T5 config.json leaves out mean T5's defaults (a tied head, relu, ...), which
+    differ from mT5's; written back, it is still a "t5" config."""
+    t5 = MT5Config.from_dict({"model_type": "t5", "d_model": 32, "d_kv": 8})
+    assert (t5.vocab_size, t5.d_ff, t5.num_layers, t5.num_heads, t5.feed_forward_proj,
+            t5.tie_word_embeddings) == (32128, 2048, 6, 8, "relu", True)
+    written = t5.to_dict()
+    assert written["model_type"] == "t5" and written["tie_word_embeddings"] is True
+    assert MT5Config.from_dict(written) == t5
+    # An mT5 config is untouched: missing keys are mT5's defaults.
+    mt5 = MT5Config.from_dict({"model_type": "mt5", "d_model": 32, "d_kv": 8})
+    assert (mt5.feed_forward_proj, mt5.tie_word_embeddings) == ("gated-gelu", False)
+    assert mt5.to_dict()["model_type"] == "mt5" == MT5Config().to_dict()["model_type"]
+
+
 def test_reference_config_objects_round_trip(transformers):
     """What transformers writes is what we read, and what we write transformers reads."""
     for ours_class, theirs_class, values in (

@@ -225,6 +225,19 @@ def test_missing_directory(tmp_path, family):
     assert isinstance(info.value, FileNotFoundError) and "does-not-exist" in str(info.value)
 
 
+def test_a_weights_file_given_as_the_directory_names_its_folder(family):
+    weights = os.path.join(family.golden_dir, "model.safetensors")
+    info = _load_error(family, weights)
+    assert isinstance(info.value, FileNotFoundError)
+    assert "is a file; give the checkpoint directory" in str(info.value)
+    assert repr(family.golden_dir) in str(info.value)
+
+
+def test_a_non_float_dtype_is_refused_by_name(family):
+    with pytest.raises(ValueError, match=r"dtype='int32' gives int32 variables; use a float"):
+        family.ours().from_pretrained(family.golden_dir, dtype="int32")
+
+
 def test_wrong_model_type_in_folder(tmp_path, family):
     other_type = next(other.real_config["model_type"] for other in FAMILIES.values()
                       if other is not family)
@@ -271,6 +284,8 @@ def test_load_seq2seq_lm_names_what_is_wrong_with_the_folder(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="No config.json"):
         load_seq2seq_lm(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="Checkpoint directory .* does not exist"):
+        load_seq2seq_lm(str(tmp_path / "missing"))
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ConfigError, match="config.json: invalid JSON"):
         load_seq2seq_lm(str(tmp_path))

@@ -3,7 +3,7 @@
 import os
 
 from converters.json_files import read_json_object
-from tfmodels.models.config_base import ConfigError
+from tfmodels.models.config_base import ConfigError, check_checkpoint_directory
 from tfmodels.models.m2m100 import M2M100ForConditionalGeneration
 from tfmodels.models.mt5 import MT5ForConditionalGeneration
 
@@ -16,6 +16,7 @@ SEQ2SEQ_LM_CLASSES = {
 
 def seq2seq_lm_class_for(directory):
     """The `*ForConditionalGeneration` class that loads the checkpoint in `directory`."""
+    check_checkpoint_directory(directory)
     config_path = os.path.join(directory, "config.json")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"No config.json in {directory!r}")

@@ -54,13 +54,14 @@ def cmd_convert(args):
 
 
 def _copy_side_files(source, destination):
-    """Tokenizer and generation files travel with the weights."""
+    """Tokenizer and generation files travel with the weights (nothing to do in place)."""
     import shutil
 
+    if os.path.samefile(source, destination):
+        return
     for name in sorted(os.listdir(source)):
-        if name.endswith((".model", ".json")) and name not in (
-            "config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json",
-        ):
+        # Weight index files describe the source's shards, not the ones written.
+        if name.endswith((".model", ".json")) and name != "config.json" and not name.endswith(".index.json"):
             shutil.copy2(os.path.join(source, name), os.path.join(destination, name))
 
 

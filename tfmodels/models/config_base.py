@@ -14,6 +14,18 @@ class ConfigError(ValueError):
     """A config value is missing, has the wrong type or is out of range."""
 
 
+def check_checkpoint_directory(directory):
+    """Raises FileNotFoundError unless `directory` is a folder, saying what it is instead."""
+    if os.path.isdir(directory):
+        return
+    if os.path.exists(directory):
+        raise FileNotFoundError(
+            f"{directory!r} is a file; give the checkpoint directory that holds it "
+            f"({os.path.dirname(os.path.abspath(directory))!r}?)"
+        )
+    raise FileNotFoundError(f"Checkpoint directory {directory!r} does not exist")
+
+
 @dataclasses.dataclass
 class PretrainedConfig:
     """Base for model configs. Subclasses declare the reference's fields as dataclass fields.
@@ -88,7 +100,8 @@ class PretrainedConfig:
     def to_dict(self):
         values = dict(self.extra)
         values.update({name: getattr(self, name) for name in self.field_names()})
-        values["model_type"] = self.model_type
+        # A type the class accepts besides its own (mT5's "t5") stays what it was.
+        values.setdefault("model_type", self.model_type)
         return dict(sorted(values.items()))
 
     @classmethod
@@ -100,12 +113,17 @@ class PretrainedConfig:
     @classmethod
     def from_pretrained(cls, directory):
         """Reads `directory/config.json`."""
-        if not os.path.isdir(directory):
-            raise FileNotFoundError(f"Checkpoint directory {directory!r} does not exist")
+        check_checkpoint_directory(directory)
         return cls.from_json_file(os.path.join(directory, CONFIG_NAME))
 
-    def save_pretrained(self, directory):
+    def save_pretrained(self, directory, weights_dtype=None):
+        """Writes `directory/config.json`; `weights_dtype` (e.g. `"float32"`) is written
+        as `dtype`, replacing the one (or the older `torch_dtype`) read with the config."""
+        values = self.to_dict()
+        if weights_dtype is not None:
+            values.pop("torch_dtype", None)
+            values["dtype"] = weights_dtype
         os.makedirs(directory, exist_ok=True)
         with open(os.path.join(directory, CONFIG_NAME), "w", encoding="utf-8") as handle:
-            json.dump(self.to_dict(), handle, indent=2, sort_keys=True)
+            json.dump(values, handle, indent=2, sort_keys=True)
             handle.write("\n")

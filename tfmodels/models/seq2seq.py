@@ -121,6 +121,8 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
     has_decoder = True
     has_lm_head = False
     hf_prefix = ""  # module prefix of the reference's backbone ("model." for M2M100 LMs)
+    # Checkpoint tensors (names after `hf_prefix`) that the reference drops on load.
+    hf_ignored_tensor_names = ()
 
     def __init__(self, config, lm_head_layout="out_in", **kwargs):
         super().__init__(**kwargs)
@@ -133,6 +135,14 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
             raise ValueError(
                 f"Unknown lm_head_layout {lm_head_layout!r}; expected one of {KERNEL_LAYOUTS}"
             )
+        for role, name in (("variables", self.dtype_policy.variable_dtype),
+                           ("computations", self.dtype_policy.compute_dtype)):
+            if not tf.as_dtype(name).is_floating:
+                raise ValueError(
+                    f"{type(self).__name__}: dtype={self.dtype_policy.name!r} gives {name} "
+                    f"{role}; use a float dtype or policy (e.g. 'float32', 'bfloat16', "
+                    "'mixed_bfloat16')"
+                )
         self.config = config
         self.lm_head_layout = lm_head_layout
         self.token_embedding = keras.layers.Embedding(
@@ -772,7 +782,8 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         as the reference does: an encoder-only model takes the encoder of a full
         checkpoint, a bare model that of an LM checkpoint (and the other way round, where
         the family prefixes its backbone with `model.`). Only the parts this class does not
-        have are dropped; everything else stays subject to the strict check."""
+        have are dropped, and the family's `hf_ignored_tensor_names`; everything else stays
+        subject to the strict check."""
         prefix = self.hf_prefix
         names = list(tensors)
         if prefix and not any(name.startswith(prefix) for name in names):
@@ -787,6 +798,8 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
                 (name[len("model."):] if name.startswith("model.") else name): value
                 for name, value in tensors.items()
             }
+        ignored = {prefix + name for name in self.hf_ignored_tensor_names}
+        tensors = {name: value for name, value in tensors.items() if name not in ignored}
         absent_parts = []
         if self.decoder is None:
             absent_parts.append(prefix + "decoder.")
@@ -850,10 +863,14 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         from converters.checkpoint_files import write_checkpoint
 
         os.makedirs(directory, exist_ok=True)
-        self.config.save_pretrained(directory)
+        tensors = self.hf_state_dict()
+        # `dtype` names the tensors written (transformers' `dtype="auto"` loads in it),
+        # not the one the checkpoint was read from.
+        weights_dtype = next(iter(tensors.values())).dtype.name
+        self.config.save_pretrained(directory, weights_dtype=weights_dtype)
         if self.has_lm_head:
             self.generation_config.save_pretrained(directory)
-        write_checkpoint(directory, self.hf_state_dict(), max_shard_size=max_shard_size)
+        write_checkpoint(directory, tensors, max_shard_size=max_shard_size)
 
 
 def _reference_parameters(layer):

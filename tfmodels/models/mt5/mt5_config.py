@@ -7,6 +7,17 @@ from tfmodels.layers.activations import ACTIVATION_NAMES
 from tfmodels.models.config_base import ConfigError, PretrainedConfig
 
 
+# The fields whose defaults differ between the reference's T5Config and MT5Config.
+T5_DEFAULTS = {
+    "vocab_size": 32128,
+    "d_ff": 2048,
+    "num_layers": 6,
+    "num_heads": 8,
+    "feed_forward_proj": "relu",
+    "tie_word_embeddings": True,
+}
+
+
 @dataclasses.dataclass
 class MT5Config(PretrainedConfig):
     """mT5 hyper-parameters; defaults are those of `google/mt5-small`.
@@ -49,6 +60,18 @@ class MT5Config(PretrainedConfig):
     def accepted_model_types(cls):
         # mT5 is the T5 v1.1 architecture; plain T5 checkpoints load with the same code.
         return {"mt5", "t5"}
+
+    @classmethod
+    def from_dict(cls, values):
+        """As the base class; a `"t5"` config's missing keys take T5's defaults.
+
+        A T5 `config.json` leaves out what equals T5's defaults (transformers drops a
+        `tie_word_embeddings` of True; T5 v1.0 configs have no `feed_forward_proj`),
+        and those differ from mT5's.
+        """
+        if values.get("model_type") == "t5":
+            values = {**T5_DEFAULTS, **values}
+        return super().from_dict(values)
 
     def validate(self):
         if self.num_decoder_layers is None:

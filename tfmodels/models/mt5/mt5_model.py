@@ -20,6 +20,9 @@ class MT5Family(Seq2SeqModelBase):
     """What mT5 adds to the shared core; the public classes below pick the heads."""
 
     config_class = MT5Config
+    # Checkpoints saved by transformers before 4.0 hold a cross-attention position
+    # bias that no T5 layer reads.
+    hf_ignored_tensor_names = ("decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",)
 
     def stack_kwargs(self, is_decoder):
         config = self.config
