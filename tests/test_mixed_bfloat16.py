@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import (GOLDEN_FAMILIES, bf16_vs_fp32, golden_family, incremental_decoder_logits,
+from helpers import (FAMILIES, GOLDEN_FAMILIES, bf16_vs_fp32, golden_family, incremental_decoder_logits,
                      load_golden_model, make_batch, to_numpy)
 
 SOURCE_LENGTHS = (14, 7, 3, 11, 9, 5, 12, 2)
@@ -75,3 +75,51 @@ def test_mixed_bfloat16_incremental_decoding_matches_its_full_pass(family, repor
     report_figure(f"{type(model).__name__} mixed_bfloat16 decode_step vs full pass",
                   logits_rel=relative, argmax_agreement=agreement)
     assert relative < MAX_LOGITS_REL and agreement > MIN_ARGMAX_AGREEMENT
+
+
+@pytest.mark.parametrize("dtype", ["mixed_bfloat16", "bfloat16"])
+def test_keras_file_keeps_the_dtype_policy(family, dtype, tmp_path):
+    """A `.keras` round trip computes at the precision it was saved with, whatever the
+    global policy is when it is loaded."""
+    family = FAMILIES[family]
+    model = family.ours().from_pretrained(family.golden_dir, dtype=dtype)
+    model.save(tmp_path / "model.keras")
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        loaded = keras.saving.load_model(tmp_path / "model.keras")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert loaded.dtype_policy.name == dtype
+    assert {w.dtype for w in loaded.weights if "int8" not in w.path} == {model.weights[0].dtype}
+    batch = family.batch("right")
+    np.testing.assert_array_equal(loaded(**batch).logits.numpy(), model(**batch).logits.numpy())
+
+
+def test_mixed_float16_clamps_hidden_states_like_the_reference(family):
+    """Weights that push the encoder's residual stream past float16's maximum (65504):
+    the reference clamps float16 hidden states instead of letting them overflow to
+    inf and NaN, and so do we."""
+    from converters import read_checkpoint
+
+    family = FAMILIES[family]
+    tensors, _ = read_checkpoint(family.golden_dir)
+    # Scaled so that each weight still fits float16.
+    factors = ({"encoder.block.0.layer.1.DenseReluDense.wo.weight": 40000} if family.name == "mt5"
+               else {"model.encoder.layers.0.fc1.weight": 1700,
+                     "model.encoder.layers.0.fc2.weight": 1700})
+    tensors = dict(tensors, **{name: np.asarray(tensors[name], np.float32) * factor
+                               for name, factor in factors.items()})
+    batch = family.batch("right")
+    losses = {}
+    for dtype in ("float32", "mixed_float16"):
+        model = family.ours().from_pretrained(family.golden_dir, dtype=dtype)
+        model.load_hf_state_dict(tensors)
+        out = model(**batch, output_hidden_states=True)
+        largest = max(float(np.abs(np.asarray(h, np.float32)).max())
+                      for h in out["encoder_hidden_states"])
+        losses[dtype] = float(out.loss)
+        if dtype == "float32":
+            assert largest > 65504  # the float32 stream does go past float16's range
+        else:
+            assert largest <= 65504 and np.isfinite(out.logits.numpy()).all()
+    assert abs(losses["mixed_float16"] - losses["float32"]) < 0.5, losses

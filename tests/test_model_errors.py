@@ -112,6 +112,80 @@ def test_empty_batch(model):
         model(input_ids=np.zeros((0, 3), np.int64), labels=np.zeros((0, 2), np.int64))
 
 
+def test_boolean_ids_are_rejected_but_boolean_masks_are_not(model, batch):
+    with pytest.raises(TypeError, match="input_ids must hold integer token ids, got .*bool"):
+        model(input_ids=batch["input_ids"] > 6, labels=batch["labels"])
+    bool_mask = batch["attention_mask"].astype(bool)
+    np.testing.assert_array_equal(
+        model(input_ids=batch["input_ids"], attention_mask=bool_mask, labels=batch["labels"]).logits,
+        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+              labels=batch["labels"]).logits)
+    with pytest.raises(TypeError, match="input_ids must hold integer token ids"):
+        model.generate(batch["input_ids"] > 6, max_new_tokens=2)
+
+
+def test_ids_outside_the_vocabulary_are_rejected(model, batch):
+    """Negative ids would wrap around, int64 ids past int32 would be cut to int32, and ids
+    past the vocabulary fail deep in a gather: each is an error naming the input."""
+    vocab = model.config.vocab_size
+    with pytest.raises(ValueError, match=r"input_ids must hold token ids in \[0, \d+\); got \[-"):
+        model(input_ids=-batch["input_ids"], labels=batch["labels"])
+    with pytest.raises(ValueError, match=r"input_ids must hold token ids.*got \[429496"):
+        model(input_ids=batch["input_ids"].astype(np.int64) + 2**32, labels=batch["labels"])
+    too_big = batch["decoder_input_ids"].copy()
+    too_big[0, 0] = vocab
+    with pytest.raises(ValueError, match=rf"decoder_input_ids must hold token ids in \[0, {vocab}\); got \[{vocab}\]"):
+        model(input_ids=batch["input_ids"], decoder_input_ids=too_big)
+    bad_labels = batch["labels"].copy()
+    bad_labels[0, 0] = -5
+    with pytest.raises(ValueError, match=r"labels must hold token ids in .* or -100; got \[-5\]"):
+        model(input_ids=batch["input_ids"], labels=bad_labels)
+
+    @tf.function
+    def traced(input_ids):
+        return model(input_ids=input_ids, labels=batch["labels"]).loss
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match="input_ids must hold token ids"):
+        traced(tf.constant(-batch["input_ids"]))
+
+
+def test_masks_must_have_the_shape_of_their_ids(model, batch):
+    """A [1, length] mask would broadcast over the batch, silently masking the wrong
+    tokens; every other mismatch would fail deep in the attention."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    for bad in (mask[:1], mask[:, :-2], np.concatenate([mask, mask[:, :1]], axis=1)):
+        with pytest.raises(ValueError, match="attention_mask must have the shape of input_ids"):
+            model(input_ids=ids, attention_mask=bad, labels=batch["labels"])
+    decoder_mask = np.ones_like(batch["decoder_input_ids"])[:, :-1]
+    with pytest.raises(ValueError, match="decoder_attention_mask must have the shape of"):
+        model(input_ids=ids, decoder_input_ids=batch["decoder_input_ids"],
+              decoder_attention_mask=decoder_mask)
+    with pytest.raises(ValueError, match=r"labels hold 1 rows for a batch of \d+ inputs"):
+        model(input_ids=ids, attention_mask=mask, labels=batch["labels"][:1])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)] * 2)
+    def traced(input_ids, attention_mask):
+        return model(input_ids=input_ids, attention_mask=attention_mask,
+                     decoder_input_ids=batch["decoder_input_ids"]).logits
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match="attention_mask must have the shape"):
+        traced(tf.constant(ids, tf.int32), tf.constant(mask[:, :-1], tf.int32))
+
+
+def test_suppress_tokens_may_be_a_numpy_array(model, batch):
+    """(Its truth value used to be asked for, which numpy refuses.)"""
+    options = dict(attention_mask=batch["attention_mask"], max_new_tokens=3)
+    as_list = model.generate(batch["input_ids"], suppress_tokens=[5, 6], **options).numpy()
+    as_array = model.generate(batch["input_ids"], suppress_tokens=np.array([5, 6]), **options)
+    np.testing.assert_array_equal(as_array.numpy(), as_list)
+    assert not {5, 6} & set(as_list[:, 1:].ravel().tolist())
+
+
+def test_a_source_without_tokens_is_rejected(model, batch):
+    with pytest.raises(ValueError, match=r"input_ids has no tokens \(shape \[\d+, 0\]\)"):
+        model(input_ids=batch["input_ids"][:, :0], labels=batch["labels"])
+
+
 # ---------------------------------------------------------------------------- checkpoints
 def _load_error(family, directory, **kwargs):
     with pytest.raises(Exception) as info:

@@ -165,6 +165,32 @@ def test_mixed_bfloat16_training(report_figure):
     report_figure("mixed_bfloat16 vs float32 fit losses (2 epochs)", max_rel_loss_diff=relative)
 
 
+def test_bfloat16_variables_warn_at_compile_and_clip_in_float32():
+    """A bfloat16 model is for inference: compile warns. Its global-norm clipping still
+    runs (bfloat16 gradients, float32 threshold), with the float32 norm."""
+    batch = random_batches(1, 4, seed=6, family="m2m100")[0]
+    model = small_model("m2m100", dtype="bfloat16")
+    with pytest.warns(UserWarning, match="variables are bfloat16: updates smaller"):
+        raw = gradients_of_fit_step(model, batch, run_eagerly=False)
+    norm = float(np.sqrt(sum(float(np.sum(np.square(np.asarray(g, np.float32)))) for g in raw)))
+    with pytest.warns(UserWarning):
+        clipped = gradients_of_fit_step(model, batch, run_eagerly=False, global_clipnorm=norm / 4)
+    ratios = [np.asarray(c, np.float32) / np.asarray(r, np.float32)
+              for c, r in zip(clipped, raw)]
+    ratios = np.concatenate([r[np.isfinite(r) & (r != 0)].ravel() for r in ratios])
+    assert np.allclose(ratios, 0.25, rtol=2e-2), (ratios.min(), ratios.max())
+
+
+def test_predict_gives_the_logits_of_each_batch():
+    """`predict` gathers plain dicts across batches: labels in the batch give the
+    teacher-forced logits, as in `evaluate`; the per-batch scalar loss is left out."""
+    batch = random_batches(1, 4, seed=10, family="m2m100", max_source=6, max_target=5)[0]
+    model = small_model("m2m100")
+    outputs = model.predict(dict(batch), batch_size=2, verbose=0)
+    assert set(outputs) == {"logits", "encoder_last_hidden_state"}
+    np.testing.assert_allclose(outputs["logits"], model(batch).logits.numpy(), atol=1e-5)
+
+
 def test_compile_argument_errors():
     model = small_model("mt5")
     with pytest.raises(ValueError, match="both"):

@@ -415,14 +415,22 @@ def test_quantise_errors_name_the_problem():
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_quantise_under_mixed_bfloat16(mode):
-    model = small_model("mt5", seed=0, dtype="mixed_bfloat16")
-    input_ids, attention_mask, _ = _batch("mt5")
+@pytest.mark.parametrize("family", ["mt5", "m2m100"])
+def test_quantise_under_mixed_bfloat16(family, mode):
+    """Two layers per stack: from the second layer on, the shared layer trace reads the
+    int8 scales under the mixed policy's autocast, which must leave them float32."""
+    layers = (dict(num_layers=2, num_decoder_layers=2) if family == "mt5"
+              else dict(encoder_layers=2, decoder_layers=2))
+    model = small_model(family, seed=0, dtype="mixed_bfloat16", **layers)
+    input_ids, attention_mask, _ = _batch(family)
     float_ids = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=5).numpy()
     model.quantize_weights(mode)
     int8_ids = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=5).numpy()
     assert int8_ids.shape == float_ids.shape
     assert (int8_ids == float_ids).mean() > 0.6
+    graph_ids = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=5,
+                               jit_compile=False).numpy()
+    assert (graph_ids == int8_ids).mean() > 0.8
     logits = model(input_ids, attention_mask=attention_mask, decoder_input_ids=int8_ids)["logits"]
     assert logits.dtype == tf.float32 and np.isfinite(logits.numpy()).all()
 

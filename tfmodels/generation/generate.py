@@ -141,7 +141,7 @@ def _as_int_matrix(name, value):
             "tfmodels.generation.generate_graph"
         )
     array = value.numpy() if tf.is_tensor(value) else np.asarray(value)
-    if array.dtype == object or array.dtype.kind not in "iub":
+    if array.dtype == object or array.dtype.kind not in ("iub" if name.endswith("mask") else "iu"):
         from tfmodels.models.seq2seq import integer_input_description  # circular at import time
 
         raise TypeError(f"{name} must hold {integer_input_description(name)}, "

@@ -164,7 +164,8 @@ def make_plan(model, config, lengths, batch_size, source_length, buffer_length,
     do_sample = bool(config.do_sample)
     min_tokens_to_keep = (len(eos_ids) + 1 if eos_ids else 2) if config.num_beams > 1 else 1
     vocab_size = int(model.config.vocab_size)
-    suppressed = tuple(sorted({int(token) for token in config.suppress_tokens or ()}))
+    suppress_tokens = () if config.suppress_tokens is None else config.suppress_tokens  # numpy too
+    suppressed = tuple(sorted({int(token) for token in suppress_tokens}))
     if suppressed and not 0 <= suppressed[0] <= suppressed[-1] < vocab_size:
         bad = next(t for t in suppressed if not 0 <= t < vocab_size)
         raise ValueError(

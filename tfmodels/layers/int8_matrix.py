@@ -294,9 +294,11 @@ class Int8Matrix(keras.layers.Layer):
             trainable=False,
             name="panels",
         )
+        # float32 under every policy: a mixed policy's autocast would otherwise hand it
+        # out in the compute dtype inside the shared layer trace.
         self.scale = self.add_weight(
             shape=(self.out_dim,), initializer="ones", dtype="float32", trainable=False,
-            name="scale",
+            name="scale", autocast=False,
         )
         self.built = True
 

@@ -1,6 +1,8 @@
 """One pre-norm transformer layer (encoder or decoder), shared by all model families."""
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 from tfmodels.layers.attention import MultiHeadAttention
 from tfmodels.layers.feed_forward import FeedForward
@@ -12,18 +14,35 @@ from tfmodels.layers.products import add_to_product
 from tfmodels.layers.rms_norm import RMSNorm
 
 NORM_TYPES = ("rms", "layer")
+# Where the reference clamps float16 hidden states (only under a float16 compute dtype):
+# T5 after each residual add (to the float16 maximum, less 1000 once any value is
+# infinite), M2M100 at the end of each encoder layer (to the maximum less 1000).
+FLOAT16_CLAMPS = (None, "after_each_sublayer", "layer_output")
 # `TransformerLayer`'s constructor arguments that are stored and serialised as given (the
 # initialisers are serialised apart); `TransformerStack` takes them too and hands them on.
 LAYER_ARGUMENTS = (
     "hidden_dim", "num_heads", "head_dim", "intermediate_dim", "activation", "gated_ffn",
     "use_bias", "norm_type", "norm_epsilon", "scale_queries", "is_decoder", "dropout",
-    "attention_dropout", "activation_dropout",
+    "attention_dropout", "activation_dropout", "float16_clamp",
 )
 
 
 def layer_arguments(owner):
     """`{name: owner.<name>}` for every name in `LAYER_ARGUMENTS`."""
     return {name: getattr(owner, name) for name in LAYER_ARGUMENTS}
+
+
+def clamp_float16(hidden_states, rule):
+    """The reference's guard against float16 overflow (see `FLOAT16_CLAMPS`); other
+    dtypes pass through untouched."""
+    if rule is None or hidden_states.dtype != tf.float16:
+        return hidden_states
+    largest = float(np.finfo(np.float16).max)
+    limit = tf.constant(largest - 1000, tf.float16)
+    if rule == "after_each_sublayer":
+        limit = tf.where(tf.reduce_any(tf.math.is_inf(hidden_states)), limit,
+                         tf.constant(largest, tf.float16))
+    return tf.clip_by_value(hidden_states, -limit, limit)
 
 
 def make_norm(norm_type, epsilon, dtype_policy, name):
@@ -67,10 +86,13 @@ class TransformerLayer(keras.layers.Layer):
         dropout=0.0,
         attention_dropout=0.0,
         activation_dropout=0.0,
+        float16_clamp=None,
         kernel_initializer="glorot_uniform",
         query_kernel_initializer=None,
         **kwargs,
     ):
+        if float16_clamp not in FLOAT16_CLAMPS:
+            raise ValueError(f"float16_clamp must be one of {FLOAT16_CLAMPS}, got {float16_clamp!r}")
         # Float32 attention biases must not be autocast to the compute dtype (bfloat16
         # turns the mask value into -inf); inputs arrive in the compute dtype already.
         kwargs["autocast"] = False
@@ -89,6 +111,7 @@ class TransformerLayer(keras.layers.Layer):
         self.dropout = dropout
         self.attention_dropout = attention_dropout
         self.activation_dropout = activation_dropout
+        self.float16_clamp = float16_clamp
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.query_kernel_initializer = get_optional_initializer(query_kernel_initializer)
 
@@ -182,14 +205,19 @@ class TransformerLayer(keras.layers.Layer):
 
         transformed = self.feed_forward(self.feed_forward_norm(hidden_states), training=training)
         hidden_states = self._add_residual(hidden_states, transformed, training)
+        if self.float16_clamp == "layer_output":
+            hidden_states = clamp_float16(hidden_states, "layer_output")
         return hidden_states, (self_weights, cross_weights), updated_cache
 
     def _add_residual(self, hidden_states, sublayer_output, training):
         """`hidden_states + dropout(sublayer_output)`, unfused from the sublayer's last
         product under XLA (see `products.add_to_product`)."""
-        return add_to_product(
+        hidden_states = add_to_product(
             self.residual_dropout(sublayer_output, training=training), hidden_states
         )
+        if self.float16_clamp == "after_each_sublayer":
+            hidden_states = clamp_float16(hidden_states, "after_each_sublayer")
+        return hidden_states
 
     def get_config(self):
         config = super().get_config()

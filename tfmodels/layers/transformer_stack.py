@@ -54,6 +54,7 @@ class TransformerStack(keras.layers.Layer):
         dropout=0.0,
         attention_dropout=0.0,
         activation_dropout=0.0,
+        float16_clamp=None,
         layerdrop=0.0,
         dropout_after_final_norm=False,
         kernel_initializer="glorot_uniform",
@@ -82,6 +83,7 @@ class TransformerStack(keras.layers.Layer):
         self.dropout = dropout
         self.attention_dropout = attention_dropout
         self.activation_dropout = activation_dropout
+        self.float16_clamp = float16_clamp
         self.layerdrop = layerdrop
         self.dropout_after_final_norm = dropout_after_final_norm
         self.kernel_initializer = keras.initializers.get(kernel_initializer)

@@ -37,20 +37,27 @@ def integer_input_description(name):
     return "integers (1 = token, 0 = padding)" if name.endswith("mask") else "integer token ids"
 
 
-def as_id_tensor(name, value, required=True):
+def as_id_tensor(name, value, required=True, vocab_size=None):
     """Converts ids to an int32 `[batch, length]` tensor, or raises a ValueError naming the
-    problem (missing, wrong dtype, wrong rank, empty batch)."""
+    problem (missing, wrong dtype, wrong rank, empty batch or no tokens).
+
+    Masks may be boolean; ids may not. With `vocab_size`, ids outside `[0, vocab_size)`
+    (labels may also be -100) are an error too, checked before the cast to int32 so that
+    int64 ids cannot wrap around: at once where the values are known, else by an assert
+    in the graph (which XLA leaves out).
+    """
     if value is None:
         if required:
             raise ValueError(f"{name} is required")
         return None
+    is_mask = name.endswith("mask")
     content = integer_input_description(name)
     if not tf.is_tensor(value):
         array = np.asarray(value)
-        if array.dtype == object or array.dtype.kind not in "iub":
+        if array.dtype == object or array.dtype.kind not in ("iub" if is_mask else "iu"):
             raise TypeError(f"{name} must hold {content}, got an array of dtype {array.dtype}")
         value = tf.convert_to_tensor(array)
-    if not (value.dtype.is_integer or value.dtype == tf.bool):
+    if not (value.dtype.is_integer or (is_mask and value.dtype == tf.bool)):
         raise TypeError(f"{name} must hold {content}, got dtype {value.dtype.name}")
     rank = value.shape.rank
     if rank is not None and rank != 2:
@@ -60,7 +67,49 @@ def as_id_tensor(name, value, required=True):
         )
     if value.shape.rank is not None and value.shape[0] == 0:
         raise ValueError(f"{name} is an empty batch (shape {value.shape.as_list()})")
+    if value.shape.rank is not None and value.shape[1] == 0:
+        raise ValueError(f"{name} has no tokens (shape {value.shape.as_list()})")
+    if vocab_size is not None:
+        value = _checked_id_range(name, value, vocab_size)
     return tf.cast(value, tf.int32)
+
+
+def _checked_id_range(name, ids, vocab_size):
+    allowed = f"token ids in [0, {vocab_size})" + (" or -100" if name == "labels" else "")
+    wide = tf.cast(ids, tf.int64)
+    invalid = (wide < 0) | (wide >= vocab_size)
+    if name == "labels":
+        invalid &= wide != IGNORE_INDEX
+    if tf.executing_eagerly():
+        bad = wide.numpy()[invalid.numpy()]
+        if bad.size:
+            raise ValueError(f"{name} must hold {allowed}; got {sorted(set(bad.tolist()))[:10]}")
+        return ids
+    # Static-shape data only (no boolean_mask): XLA must still compile the graph around
+    # the assert, which it then leaves out.
+    check = tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(invalid)),
+        [f"{name} must hold {allowed}; got values from", tf.reduce_min(wide), "to",
+         tf.reduce_max(wide)],
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(ids)
+
+
+def check_same_shape(name, value, reference_name, reference):
+    """Raises (statically where the shapes are known, else by a graph assert) unless the
+    two `[batch, length]` tensors have one shape; a mask must not broadcast."""
+    if value is None or reference is None:
+        return value
+    message = f"{name} must have the shape of {reference_name}"
+    static, reference_static = value.shape.as_list(), reference.shape.as_list()
+    if any(a is not None and b is not None and a != b for a, b in zip(static, reference_static)):
+        raise ValueError(f"{message} {reference_static}, got {static}")
+    if None not in static and None not in reference_static:
+        return value
+    with tf.control_dependencies(
+            [tf.debugging.assert_equal(tf.shape(value), tf.shape(reference), message=message)]):
+        return tf.identity(value)
 
 
 def shift_tokens_right(labels, pad_token_id, decoder_start_token_id):
@@ -252,6 +301,7 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
             # projection kernels are stored [out, in] (see `Dense.kernel_layout`).
             "projection_kernel_layout": PROJECTION_KERNEL_LAYOUT,
             "lm_head_layout": self.lm_head_layout,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
         }
         if self.has_lm_head and self.weight_quantization:
             config["weight_quantization"] = self.weight_quantization
@@ -294,9 +344,9 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
     def encode(self, input_ids, attention_mask=None, training=False,
                output_hidden_states=False, output_attentions=False):
         """Runs the encoder; returns its output dict (`last_hidden_state`, ...)."""
-        input_ids = as_id_tensor("input_ids", input_ids)
-        if attention_mask is not None:
-            attention_mask = as_id_tensor("attention_mask", attention_mask)
+        input_ids = as_id_tensor("input_ids", input_ids, vocab_size=self.config.vocab_size)
+        attention_mask = check_same_shape("attention_mask", as_id_tensor(
+            "attention_mask", attention_mask, required=False), "input_ids", input_ids)
         return self.encoder(
             self.embed_inputs(input_ids, is_decoder=False),
             padding_mask=attention_mask,
@@ -309,9 +359,11 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
                decoder_attention_mask=None, training=False, output_hidden_states=False,
                output_attentions=False):
         """Runs the decoder over a whole (teacher-forced) sequence."""
-        decoder_input_ids = as_id_tensor("decoder_input_ids", decoder_input_ids)
-        if decoder_attention_mask is not None:
-            decoder_attention_mask = as_id_tensor("decoder_attention_mask", decoder_attention_mask)
+        decoder_input_ids = as_id_tensor(
+            "decoder_input_ids", decoder_input_ids, vocab_size=self.config.vocab_size)
+        decoder_attention_mask = check_same_shape("decoder_attention_mask", as_id_tensor(
+            "decoder_attention_mask", decoder_attention_mask, required=False),
+            "decoder_input_ids", decoder_input_ids)
         return self.decoder(
             self.embed_inputs(decoder_input_ids, is_decoder=True),
             padding_mask=decoder_attention_mask,
@@ -376,7 +428,10 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
             return ModelOutput(**encoder_outputs)
 
         if labels is not None:
-            labels = as_id_tensor("labels", labels)
+            labels = as_id_tensor("labels", labels, vocab_size=self.config.vocab_size)
+            batch, labels_batch = encoder_outputs["last_hidden_state"].shape[0], labels.shape[0]
+            if None not in (batch, labels_batch) and batch != labels_batch:
+                raise ValueError(f"labels hold {labels_batch} rows for a batch of {batch} inputs")
             if decoder_input_ids is None:
                 decoder_input_ids = shift_tokens_right(
                     labels, self.config.pad_token_id, self.config.decoder_start_token_id

@@ -38,6 +38,7 @@ What it adds to Keras's defaults, and why:
 """
 
 import dataclasses
+import warnings
 from typing import Callable, Optional
 
 import keras
@@ -158,6 +159,12 @@ class Seq2SeqTrainingMixin:
             **kwargs: Passed to `keras.Model.compile` (`jit_compile`,
                 `steps_per_execution`, `run_eagerly`, ...).
         """
+        if self.dtype_policy.variable_dtype in ("bfloat16", "float16"):
+            warnings.warn(
+                f"Training a model whose variables are {self.dtype_policy.variable_dtype}: "
+                "updates smaller than the weights' rounding step are lost (at 5e-5, most "
+                "of them). Train with dtype='mixed_bfloat16' (float32 variables) and "
+                "convert afterwards.", stacklevel=2)
         if not self._trains_lm_head:
             # Encoder-only / headless models: plain Keras (custom heads, custom losses).
             return super().compile(
@@ -401,7 +408,8 @@ class Seq2SeqTrainingMixin:
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
             present = context.all_reduce(tf.distribute.ReduceOp.SUM, present)
-        norm = tf.linalg.global_norm(present)
+        # In float32: bfloat16 gradients (a bfloat16 model) would round the norm coarsely.
+        norm = tf.linalg.global_norm([tf.cast(g, tf.float32) for g in present])
         factor = threshold / tf.maximum(norm, threshold)
         return [_scale_gradient(g, factor) for g in gradients]
 
@@ -461,6 +469,19 @@ class Seq2SeqTrainingMixin:
         if self._compile_metrics is not None:
             self._compile_metrics.update_state(self._metric_labels(labels, weights), logits)
         return self._step_logs()
+
+    def predict_step(self, data):
+        """`predict`: the model's outputs as a plain dict, which Keras gathers across
+        batches (logits teacher-forced from the batch's labels when it has no
+        decoder_input_ids, as in `evaluate`); the per-batch scalar loss is left out."""
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        inputs = x
+        if isinstance(x, dict):
+            inputs, labels = self._split_inputs(x, y)
+            if labels is not None and self.decoder is not None:
+                inputs = self._decoder_inputs(inputs, _checked_labels(labels))
+        outputs = self(inputs, training=False)
+        return {key: value for key, value in outputs.items() if value is not None and key != "loss"}
 
     def _step_logs(self):
         logs = self.get_metrics_result()

@@ -59,6 +59,7 @@ class M2M100Family(Seq2SeqModelBase):
             dropout=config.dropout,
             attention_dropout=config.attention_dropout,
             activation_dropout=config.activation_dropout,
+            float16_clamp=None if is_decoder else "layer_output",
             layerdrop=config.decoder_layerdrop if is_decoder else config.encoder_layerdrop,
             dropout_after_final_norm=False,
             kernel_initializer=keras.initializers.RandomNormal(stddev=config.init_std),

@@ -45,6 +45,7 @@ class MT5Family(Seq2SeqModelBase):
             dropout=config.dropout_rate,
             attention_dropout=config.dropout_rate,
             activation_dropout=config.dropout_rate,
+            float16_clamp="after_each_sublayer",
             dropout_after_final_norm=True,
             # The reference's (Mesh TensorFlow's) initialisation: every projection draws
             # with std factor / sqrt(fan_in) (wi: d_model, wo: d_ff, o: heads * d_kv) ...
