@@ -96,7 +96,7 @@ def _checked_id_range(name, ids, vocab_size):
         return tf.identity(ids)
 
 
-def check_same_shape(name, value, reference_name, reference):
+def _check_same_shape(name, value, reference_name, reference):
     """Raises (statically where the shapes are known, else by a graph assert) unless the
     two `[batch, length]` tensors have one shape; a mask must not broadcast."""
     if value is None or reference is None:
@@ -345,7 +345,7 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
                output_hidden_states=False, output_attentions=False):
         """Runs the encoder; returns its output dict (`last_hidden_state`, ...)."""
         input_ids = as_id_tensor("input_ids", input_ids, vocab_size=self.config.vocab_size)
-        attention_mask = check_same_shape("attention_mask", as_id_tensor(
+        attention_mask = _check_same_shape("attention_mask", as_id_tensor(
             "attention_mask", attention_mask, required=False), "input_ids", input_ids)
         return self.encoder(
             self.embed_inputs(input_ids, is_decoder=False),
@@ -361,7 +361,7 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         """Runs the decoder over a whole (teacher-forced) sequence."""
         decoder_input_ids = as_id_tensor(
             "decoder_input_ids", decoder_input_ids, vocab_size=self.config.vocab_size)
-        decoder_attention_mask = check_same_shape("decoder_attention_mask", as_id_tensor(
+        decoder_attention_mask = _check_same_shape("decoder_attention_mask", as_id_tensor(
             "decoder_attention_mask", decoder_attention_mask, required=False),
             "decoder_input_ids", decoder_input_ids)
         return self.decoder(
