@@ -223,8 +223,16 @@ def regex_split_keep_delimiters(texts, pattern, *, escape_nul):
     after a NUL character is split too instead of being dropped.
     """
     if escape_nul:
-        pieces, row_splits = regex_split_keep_delimiters(_escape_nul(texts), pattern, escape_nul=False)
-        return _unescape_nul(pieces), row_splits
+        # One pass instead of four when no text holds a NUL (regex_full_match stops at
+        # a NUL too; regex_replace does not).
+        has_nul = tf.reduce_any(
+            tf.strings.length(tf.strings.regex_replace(texts, "\x00", "")) < tf.strings.length(texts))
+
+        def escaped():
+            pieces, row_splits = regex_split_keep_delimiters(_escape_nul(texts), pattern, escape_nul=False)
+            return _unescape_nul(pieces), row_splits
+
+        return tf.cond(has_nul, escaped, lambda: regex_split_keep_delimiters(texts, pattern, escape_nul=False))
     try:
         from tensorflow_text.python.ops import regex_split_ops
 
