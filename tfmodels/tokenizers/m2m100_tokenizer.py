@@ -316,7 +316,9 @@ class M2M100Tokenizer(SentencePieceTokenizerBase):
             for code in lang:
                 code = code.decode("utf-8") if isinstance(code, bytes) else code
                 self._check_code(code, argument)
-        codes = tf.convert_to_tensor(lang, tf.string) if isinstance(lang, (list, tuple)) and not lang else tf.convert_to_tensor(lang)
+            if not lang:  # an empty batch's codes: no dtype to infer
+                lang = tf.constant([], tf.string)
+        codes = tf.convert_to_tensor(lang)
         if codes.dtype != tf.string:
             raise TypeError(f"`{argument}` must be a string or a tf.string tensor, got dtype {codes.dtype.name}.")
         if codes.shape.rank == 0:

@@ -190,7 +190,7 @@ class SentencePieceTokenizerBase(keras.layers.Layer):
                     ids = tf.convert_to_tensor(ids)
                 except (TypeError, ValueError) as error:
                     raise TypeError(f"Token ids must be integers, got {ids!r:.100}") from error
-                if isinstance(ids, tf.Tensor) and ids.dtype == tf.float32 and ids.shape.num_elements() == 0:
+                if ids.dtype == tf.float32 and ids.shape.num_elements() == 0:
                     ids = tf.cast(ids, tf.int32)  # an empty Python list: no dtype to check
         if not ids.dtype.is_integer:
             raise TypeError(f"Token ids must be integers, got dtype {ids.dtype.name}.")
