@@ -5,8 +5,8 @@ steps, token-for-token identical ids and beam `sequences_scores` within 1e-4:
 greedy, `min_new_tokens`, `no_repeat_ngram_size`, `repetition_penalty` (> 1 and < 1),
 beam search (length penalties 0.6 / 1.5 / 2.0, early_stopping True / False / "never",
 `num_return_sequences`), beam search with all processors, forced BOS (scalar and per
-example) for M2M100, `suppress_tokens`, a decoder prompt, and the reference's default
-length.
+example) for M2M100, `suppress_tokens`, a decoder prompt (with inner padding for M2M100),
+and the reference's default length.
 Cases are grouped so that each group shares one compiled function.
 """
 
@@ -109,6 +109,20 @@ def test_decoder_prompt_and_default_length(pair):
     _check(pair, "mt5", "decoder_prompt_beam3",
            dict(max_new_tokens=10, num_beams=3, decoder_input_ids=prompt))
     _check(pair, "m2m100", "default_length", dict())
+
+
+def test_m2m100_prompt_with_inner_padding(pair):
+    """M2M100 positions count only non-pad tokens: a decoder prompt with padding before
+    its last token (left-padded rows, a pad in the middle, trailing pads, none) continues as the
+    reference's does, greedy and with beams, compiled and in the plain graph."""
+    pad = support.FAMILIES["m2m100"][3]
+    rows = [[pad, pad, 5], [7, pad, 5], [7, 9, 5], [pad, 9, 5], [7, pad, pad]]
+    prompt = np.array([rows[i % len(rows)] for i in range(len(support.SOURCE_LENGTHS))], np.int64)
+    _check(pair, "m2m100", "inner_padding", dict(max_new_tokens=10, decoder_input_ids=prompt))
+    _check(pair, "m2m100", "inner_padding_graph",
+           dict(max_new_tokens=10, decoder_input_ids=prompt), jit_compile=False)
+    _check(pair, "m2m100", "inner_padding_beam3",
+           dict(max_new_tokens=10, num_beams=3, decoder_input_ids=prompt))
 
 
 def test_graph_path_matches_reference(pair):

@@ -181,23 +181,6 @@ def test_suppress_tokens_may_be_a_numpy_array(model, batch):
     assert not {5, 6} & set(as_list[:, 1:].ravel().tolist())
 
 
-def test_m2m100_prompts_with_inner_padding_are_refused(family, model, batch):
-    """The reference positions such a prompt's last token by its non-pad count, which the
-    compiled search does not reproduce: a clear error, not different ids. Padding only at
-    the end, and mT5 (no absolute positions), are fine."""
-    pad, start = model.config.pad_token_id, family.ids["start"]
-    rows = batch["input_ids"].shape[0]
-    inner = np.tile([[start, pad, 5, 9]], [rows, 1])
-    trailing = np.tile([[start, 5, pad, pad]], [rows, 1])
-    options = dict(attention_mask=batch["attention_mask"], max_new_tokens=2)
-    model.generate(batch["input_ids"], decoder_input_ids=trailing, **options)
-    if family.name == "mt5":
-        model.generate(batch["input_ids"], decoder_input_ids=inner, **options)
-        return
-    with pytest.raises(ValueError, match=r"decoder_input_ids rows \[0, 1, .*pad id 1 before their last"):
-        model.generate(batch["input_ids"], decoder_input_ids=inner, **options)
-
-
 def test_a_source_without_tokens_is_rejected(model, batch):
     with pytest.raises(ValueError, match=r"input_ids has no tokens \(shape \[\d+, 0\]\)"):
         model(input_ids=batch["input_ids"][:, :0], labels=batch["labels"])

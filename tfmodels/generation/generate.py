@@ -161,23 +161,6 @@ def _check_token_range(name, array, vocab_size):
         raise ValueError(f"{name} holds token id {bad}, outside the vocabulary [0, {vocab_size})")
 
 
-def _check_prompt_padding(model, prompt):
-    """Refuses decoder prompts that the search would position differently from the
-    reference: with pad-aware absolute positions (M2M100), the reference's first step
-    counts only the prompt's non-pad tokens for its last token, while the search counts
-    every cached slot (as the reference does for the tokens after the prompt)."""
-    if getattr(model, "position_embedding", None) is None or prompt.shape[1] < 2:
-        return
-    pad = model.config.pad_token_id
-    rows = np.flatnonzero((prompt[:, :-1] == pad).any(axis=1) & (prompt[:, -1] != pad))
-    if rows.size:
-        raise ValueError(
-            f"decoder_input_ids rows {rows.tolist()} hold the pad id {pad} before their last "
-            f"token; {type(model).__name__} cannot continue such a prompt as the reference "
-            "does. Give prompts without inner padding (pad only at the end), or generate "
-            "those rows apart.")
-
-
 _NOT_GIVEN = object()  # an option left out, as opposed to passed as None
 
 
@@ -335,7 +318,6 @@ def generate(
         _check_token_range("decoder_input_ids", prompt, vocab_size)
         if (prompt[:, 0] != start).all():
             prompt = np.concatenate([np.full([batch, 1], start, np.int64), prompt], axis=1)
-        _check_prompt_padding(model, prompt)
     forced_bos = _forced_bos_ids(forced_bos_option, batch, vocab_size)
 
     allowed_ids = _allowed_token_ids(output_token_ids, vocab_size, [pad, *eos_ids], forced_bos)

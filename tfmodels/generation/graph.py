@@ -282,13 +282,26 @@ def _run_search(model, plan, inputs):
     else:
         head_fn = lambda hidden: lm_head_logits(model, hidden)  # noqa: E731
 
+    # The reference gives a prompt's last token (fed by the first loop step) the position
+    # of the prompt's non-pad count where positions skip pads; every later token the
+    # position of its cache slot. `[rows, 1]` pads before the prompt's last token:
+    prompt_pads = None
+    if prompt_length > 1 and model.positions_skip_pad_tokens:
+        is_pad = tf.equal(prompt[:, : prompt_length - 1], model.config.pad_token_id)
+        prompt_pads = tf.reduce_sum(tf.cast(is_pad, tf.int32), axis=1, keepdims=True)
+
     def step_fn(token_ids, self_cache, cache_index):
+        past_length = None
+        if prompt_pads is not None:
+            is_first_step = tf.cast(tf.equal(cache_index, prompt_length - 1), tf.int32)
+            past_length = cache_index - prompt_pads * is_first_step
         hidden, new_cache = model.decode_step(
             token_ids,
             {"self": self_cache, "cross": cross_cache},
             cache_index,
             encoder_attention_mask=encoder_mask,
             return_hidden_states=True,
+            past_length=past_length,
         )
         return head_fn(hidden[:, -1, :]), new_cache["self"]
 

@@ -172,6 +172,9 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
     hf_prefix = ""  # module prefix of the reference's backbone ("model." for M2M100 LMs)
     # Checkpoint tensors (names after `hf_prefix`) that the reference drops on load.
     hf_ignored_tensor_names = ()
+    # Whether absolute positions count only non-pad tokens (M2M100's); a decoder prompt
+    # with inner padding then positions its tokens by that count, not by cache slot.
+    positions_skip_pad_tokens = False
 
     def __init__(self, config, lm_head_layout="out_in", **kwargs):
         super().__init__(**kwargs)
@@ -703,16 +706,20 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         return {"self": self_caches, "cross": cross_caches}
 
     def decode_step(self, decoder_input_ids, cache, cache_index, encoder_attention_mask=None,
-                    decoder_padding_mask=None, return_hidden_states=False):
+                    decoder_padding_mask=None, return_hidden_states=False, past_length=None):
         """Runs `[batch, new_len]` decoder tokens at positions `cache_index...` against the
         cache. Returns `(logits [batch, new_len, vocab] float32, updated cache)`;
         `decoder_padding_mask` (`[batch, max_length]`) marks cache slots to ignore. The
         cross-attention cache and `encoder_attention_mask` may have one row per group of
-        consecutive batch rows (a search's beams of one input), shared by the group."""
+        consecutive batch rows (a search's beams of one input), shared by the group.
+        `past_length` (scalar or `[batch, 1]` int32, default `cache_index`) is how many
+        earlier tokens absolute positions count (see `positions_skip_pad_tokens`)."""
         decoder_input_ids = tf.cast(decoder_input_ids, tf.int32)
         _check_cache_room(cache, cache_index, decoder_input_ids.shape[1])
+        if past_length is None:
+            past_length = cache_index
         outputs = self.decoder(
-            self.embed_inputs(decoder_input_ids, is_decoder=True, past_length=cache_index),
+            self.embed_inputs(decoder_input_ids, is_decoder=True, past_length=past_length),
             padding_mask=decoder_padding_mask,
             encoder_padding_mask=encoder_attention_mask,
             self_attention_caches=cache["self"],

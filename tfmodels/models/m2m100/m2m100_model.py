@@ -29,6 +29,7 @@ class M2M100Family(Seq2SeqModelBase):
     """What M2M100 adds to the shared core; the public classes below pick the heads."""
 
     config_class = M2M100Config
+    positions_skip_pad_tokens = True
 
     def create_family_layers(self):
         config = self.config
