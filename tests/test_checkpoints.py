@@ -331,6 +331,21 @@ def test_keras_file_round_trip(tmp_path, family, head):
     _outputs_equal(loaded(**inputs), model(**inputs))
 
 
+def test_keras_file_keeps_the_generation_config(tmp_path, family):
+    """The checkpoint's `generation_config.json` defaults (or a set one) survive a `.keras`
+    file, so `generate()` keeps its defaults."""
+    from tfmodels.generation import GenerationConfig
+
+    model = _new_tiny_model(family, LM)
+    model.generation_config = GenerationConfig.from_dict(
+        {**model.generation_config.to_dict(), "num_beams": 3, "max_length": 6,
+         "no_repeat_ngram_size": 2})
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert loaded.generation_config.to_dict() == model.generation_config.to_dict()
+    assert loaded.generation_config.num_beams == 3
+
+
 @pytest.mark.parametrize("family, head", _family_heads())
 def test_save_weights_load_weights_round_trip(tmp_path, family, head):
     model = _new_tiny_model(family, head)

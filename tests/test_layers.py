@@ -512,6 +512,22 @@ def test_get_config_from_config_round_trip(name):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
 
 
+@pytest.mark.parametrize("name", sorted(LAYER_CASES))
+def test_float32_inputs_under_a_mixed_policy(name):
+    """Every layer built with `mixed_bfloat16` takes float32 inputs (a user's layer,
+    not just the stacks that cast before calling their layers)."""
+    make_layer, make_inputs = LAYER_CASES[name]
+    config = {**make_layer().get_config(), "dtype": "mixed_bfloat16"}
+    if name == "ScreenedHead":  # its bounds hold for float32 products only
+        with pytest.raises(ValueError, match="ScreenedHead works in float32"):
+            ScreenedHead(40, 16, dtype="mixed_bfloat16")
+        return
+    outputs = _call(type(make_layer()).from_config(config), make_inputs())
+    # Int8Matrix returns its inputs' dtype; attention biases stay float32 (see the layers).
+    expected = tf.float32 if name in ("Int8Matrix", "RelativePositionBias") else tf.bfloat16
+    assert outputs[0].dtype == expected
+
+
 @pytest.mark.parametrize("new_len", [1, 3])
 def test_cache_update_is_in_place_under_xla(new_len):
     """Under XLA the KV-cache write is XLA's dynamic-update-slice (in place on the loop's

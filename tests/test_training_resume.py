@@ -190,3 +190,72 @@ def test_workers_each_delete_only_their_own_backup_at_the_end(tmp_path, monkeypa
         assert os.path.exists(path), f"{first_to_finish} deleted {path}"
     backups[last_to_finish].on_train_end()
     assert not root.exists()
+
+
+@pytest.mark.parametrize("family", ["mt5", "m2m100"])
+def test_keras_file_keeps_frozen_parts_and_the_default_optimizer(tmp_path, family):
+    """Frozen sublayers stay frozen (so the saved optimizer state fits the trainable
+    variables), and M2M100's default AdamW keeps its no-decay names: one more step after
+    loading changes the weights exactly as on the original model."""
+    import numpy as np
+    import tensorflow as tf
+
+    from test_training_support import max_abs_diff, random_batches, small_model, weights_of
+
+    batches = [tf.data.Dataset.from_tensors(b)
+               for b in random_batches(2, 4, seed=11, family=family)]
+    model = small_model(family)
+    model.token_embedding.trainable = False
+    model.encoder.trainable = False
+    model.compile(run_eagerly=True)
+    model.fit(batches[0], verbose=0)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert [v.path for v in loaded.trainable_weights] == [v.path for v in model.trainable_weights]
+    assert not loaded.encoder.trainable and loaded.decoder.trainable
+    if family == "m2m100":
+        assert loaded.optimizer.get_config()["exclude_from_weight_decay_names"]
+    for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    model.fit(batches[1], verbose=0)
+    loaded.fit(batches[1], verbose=0)
+    assert max_abs_diff(weights_of(model), weights_of(loaded)) == 0.0
+
+    model.trainable = False  # the whole model frozen comes back frozen too
+    model.save(tmp_path / "frozen.keras")
+    assert not keras.saving.load_model(tmp_path / "frozen.keras").trainable_weights
+
+
+def test_backup_resume_is_exact_with_dropout(tmp_path):
+    """The backup keeps the dropout layers' random states (which `save_weights` leaves
+    out): with dropout on, a run stopped after epoch 2 and resumed ends bit-identical to
+    an uninterrupted one."""
+    import tensorflow as tf
+
+    from test_training_support import max_abs_diff, random_batches, small_model, weights_of
+    from tfmodels.training import BackupAndRestore
+
+    stream = None
+    for batch in random_batches(3, 4, seed=5):
+        piece = tf.data.Dataset.from_tensors(batch)
+        stream = piece if stream is None else stream.concatenate(piece)
+    stream = stream.repeat()
+
+    class StopInEpoch3(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise RuntimeError("machine lost")
+
+    def run(callbacks):
+        model = small_model("mt5", dropout_rate=0.1)
+        model.compile(optimizer="adafactor", learning_rate=1e-2, run_eagerly=True)
+        model.fit(stream, epochs=4, steps_per_epoch=2, verbose=0, callbacks=callbacks)
+        return model
+
+    uninterrupted = run([])
+    backup = str(tmp_path / "backup")
+    with pytest.raises(RuntimeError, match="machine lost"):
+        run([BackupAndRestore(backup), StopInEpoch3()])
+    resumed = run([BackupAndRestore(backup)])
+    assert int(resumed.optimizer.iterations) == 8
+    assert max_abs_diff(weights_of(resumed), weights_of(uninterrupted)) == 0.0

@@ -452,6 +452,38 @@ def test_keras_file_keeps_the_quantisation(tmp_path, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_keras_file_keeps_a_quantised_dense_in_a_users_model(tmp_path, mode):
+    """A `Dense` quantised on its own (in a user's functional model) records its mode in
+    `get_config`, so the loaded layer reads the int8 weights again."""
+    inputs = keras.Input((8,))
+    dense = Dense(6, kernel_layout="out_in", bias_initializer="random_normal")
+    model = keras.Model(inputs, dense(inputs))
+    dense.quantize_weights(mode)
+    rows = np.random.RandomState(0).randn(3, 8).astype(np.float32)
+    expected = model(rows).numpy()
+    float_outputs = rows @ dense.kernel.numpy().T + dense.bias.numpy()
+    assert not np.allclose(expected, float_outputs, atol=1e-4)  # the int8 copy is read
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert loaded.layers[-1].weight_quantization == mode
+    np.testing.assert_array_equal(loaded(rows).numpy(), expected)
+
+
+def test_a_dense_built_with_weight_quantization_reads_its_initial_kernel_as_int8():
+    dense = Dense(6, weight_quantization="int8")
+    dense.build((None, 8))
+    rows = np.random.RandomState(1).randn(2, 8).astype(np.float32)
+    twin = Dense(6)
+    twin.build((None, 8))
+    twin.kernel.assign(dense.kernel)
+    twin.bias.assign(dense.bias)
+    twin.quantize_weights("int8")
+    np.testing.assert_array_equal(dense(rows).numpy(), twin(rows).numpy())
+    with pytest.raises(ValueError, match="Unknown weight quantization mode 'int4'"):
+        Dense(6, weight_quantization="int4")
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_savedmodel_export_reads_and_stores_int8_weights(tiny_m2m100_float_export, tmp_path,
                                                          mode):
     """`tfmodels export --quantize int8|int8_dynamic`: the served translations are the

@@ -40,6 +40,8 @@ class Dense(keras.layers.Dense):
     The float kernel stays the layer's trainable weight (checkpoints, training and
     `remove_weight_quantization` use it); once quantised, inference calls read the int8
     copy instead, and training calls raise, since the int8 copy has no gradient.
+    `weight_quantization=` quantises the kernel as soon as the layer is built; `get_config`
+    records the current mode that way, so saved quantised layers come back quantised.
 
     Example:
     >>> dense = Dense(4, use_bias=False)
@@ -55,13 +57,18 @@ class Dense(keras.layers.Dense):
 
     int8_kernel = None
 
-    def __init__(self, units, kernel_layout="in_out", **kwargs):
+    def __init__(self, units, kernel_layout="in_out", weight_quantization=None, **kwargs):
         if kernel_layout not in KERNEL_LAYOUTS:
             raise ValueError(
                 f"Unknown kernel_layout {kernel_layout!r}; expected one of {KERNEL_LAYOUTS}"
             )
+        if weight_quantization is not None:
+            check_weight_quantization_mode(weight_quantization)
         super().__init__(units, **kwargs)
         self.kernel_layout = kernel_layout
+        # Applied by `build` (how a saved quantised layer is rebuilt before its int8
+        # variables are restored).
+        self._weight_quantization_on_build = weight_quantization
         if kernel_layout == "out_in" and (self.lora_rank or self.quantization_mode):
             raise ValueError(
                 f"{self.name}: LoRA and Keras quantization need kernel_layout='in_out'"
@@ -70,7 +77,12 @@ class Dense(keras.layers.Dense):
     def build(self, input_shape):
         if self.kernel_layout == "in_out":
             super().build(input_shape)
-            return
+        else:
+            self._build_out_in(input_shape)
+        if self._weight_quantization_on_build:
+            self.quantize_weights(self._weight_quantization_on_build)
+
+    def _build_out_in(self, input_shape):
         in_dim = input_shape[-1]
         if in_dim is None:
             raise ValueError(
@@ -172,4 +184,6 @@ class Dense(keras.layers.Dense):
     def get_config(self):
         config = super().get_config()
         config["kernel_layout"] = self.kernel_layout
+        if self.weight_quantization:
+            config["weight_quantization"] = self.weight_quantization
         return config

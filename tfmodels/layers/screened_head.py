@@ -70,6 +70,12 @@ class ScreenedHead(keras.layers.Layer):
         kwargs.setdefault("trainable", False)
         kwargs["autocast"] = False
         super().__init__(**kwargs)
+        if self.dtype_policy.name != "float32":
+            # The bounds hold for float32 products of float32 weights only.
+            raise ValueError(
+                f"{self.name}: ScreenedHead works in float32; got dtype "
+                f"{self.dtype_policy.name!r} (pass dtype='float32')"
+            )
         self.vocab_size = int(vocab_size)
         self.in_dim = int(in_dim)
         self.candidates = int(candidates)

@@ -94,7 +94,7 @@ class TransformerLayer(keras.layers.Layer):
         if float16_clamp not in FLOAT16_CLAMPS:
             raise ValueError(f"float16_clamp must be one of {FLOAT16_CLAMPS}, got {float16_clamp!r}")
         # Float32 attention biases must not be autocast to the compute dtype (bfloat16
-        # turns the mask value into -inf); inputs arrive in the compute dtype already.
+        # turns the mask value into -inf); `call` casts the hidden states itself.
         kwargs["autocast"] = False
         super().__init__(**kwargs)
         self.hidden_dim = hidden_dim
@@ -181,6 +181,10 @@ class TransformerLayer(keras.layers.Layer):
         return_attention_weights=False,
     ):
         """Returns `(hidden_states, (self_weights, cross_weights), updated_self_cache)`."""
+        # Autocast is off (see __init__): cast the states here, a no-op inside the stack.
+        hidden_states = keras.ops.cast(hidden_states, self.compute_dtype)
+        if encoder_hidden_states is not None:
+            encoder_hidden_states = keras.ops.cast(encoder_hidden_states, self.compute_dtype)
         attended, self_weights, updated_cache = self.self_attention(
             self.self_attention_norm(hidden_states),
             attention_bias=self_attention_bias,

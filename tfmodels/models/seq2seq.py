@@ -310,6 +310,18 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
             config["weight_quantization"] = self.weight_quantization
         if self.head_screen is not None:
             config["head_screening_candidates"] = self.head_screen.candidates
+        generation_config = self.__dict__.get("_generation_config")
+        if generation_config is not None:  # a checkpoint's generation_config.json, or set
+            config["generation_config"] = generation_config.to_dict()
+        # Frozen parts (by index in Keras' depth-first layer order: auto-generated names
+        # differ between processes), so that a resumed `fit` trains the same variables and
+        # the saved optimizer state fits them.
+        frozen = [index for index, layer in enumerate(self._flatten_layers(include_self=False))
+                  if not layer.trainable]
+        if frozen:
+            config["frozen_sublayers"] = frozen
+        if not self.trainable:
+            config["trainable"] = False
         return config
 
     @classmethod
@@ -324,7 +336,7 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
                 "with save_pretrained(), which every version reads."
             )
         model_config = cls.config_class.from_dict(config.pop("config"))
-        config.pop("trainable", None)
+        trainable = config.pop("trainable", True)
         dtype = config.pop("dtype", None)
         # Files written before the option existed stored the head [d_model, vocab].
         model = cls(model_config, name=config.get("name"), dtype=dtype,
@@ -335,6 +347,24 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         if config.get("head_screening_candidates"):
             # Its variables are restored after this too.
             model.enable_head_screening(config["head_screening_candidates"])
+        if config.get("generation_config") is not None:
+            from tfmodels.generation import GenerationConfig
+
+            model.generation_config = GenerationConfig.from_dict(config["generation_config"])
+        frozen = set(config.get("frozen_sublayers", ()))
+        if frozen:
+            sublayers = list(model._flatten_layers(include_self=False))
+            if max(frozen) >= len(sublayers):
+                raise ValueError(
+                    f"frozen_sublayers {sorted(frozen)} name layers this {cls.__name__} "
+                    f"(with {len(sublayers)} sublayers) does not have"
+                )
+            # Depth-first: a layer's flag (which Keras copies to its sublayers) is set
+            # before its sublayers' own flags.
+            for index, layer in enumerate(sublayers):
+                layer.trainable = index not in frozen
+        if not trainable:
+            model.trainable = False
         return model
 
     def get_build_config(self):

@@ -28,12 +28,13 @@ from tfmodels.training.losses import (
     token_cross_entropy,
 )
 from tfmodels.training.metrics import MaskedTokenAccuracy
-from tfmodels.training.optimizers import Adafactor, get_optimizer
+from tfmodels.training.optimizers import Adafactor, AdamW, get_optimizer
 from tfmodels.training.scoring import corpus_bleu, corpus_chrf
 from tfmodels.training.seq2seq_training import Seq2SeqTrainingMixin, TrainingOptions
 
 __all__ = [
     "Adafactor",
+    "AdamW",
     "BackupAndRestore",
     "ClusterSpec",
     "GenerationEvalCallback",

@@ -114,6 +114,32 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         # `backup_dir` too). `tf.io.gfile.makedirs` succeeds on an existing directory.
         tf.io.gfile.makedirs(self.backup_dir)
         super()._save_model()
+        # `save_weights` leaves out the dropout layers' random-number states; without
+        # them a resumed run would draw other dropout masks than an uninterrupted one.
+        with tf.io.gfile.GFile(self._training_metadata_path) as handle:
+            metadata = json.load(handle)
+        metadata["seed_generator_states"] = [
+            [int(value) for value in state.numpy()] for state in _seed_generator_states(self.model)
+        ]
+        with tf.io.gfile.GFile(self._training_metadata_path, "w") as handle:
+            handle.write(json.dumps(metadata))
+
+    def _load_model(self):
+        super()._load_model()
+        if not tf.io.gfile.exists(self._training_metadata_path):
+            return
+        with tf.io.gfile.GFile(self._training_metadata_path) as handle:
+            saved = json.load(handle).get("seed_generator_states")
+        if saved is None:  # a backup written by Keras' own callback
+            return
+        states = _seed_generator_states(self.model)
+        if len(saved) != len(states):
+            raise ValueError(
+                f"The backup in {self.backup_dir} holds {len(saved)} dropout random states, "
+                f"the model has {len(states)}: it was written by a different model"
+            )
+        for state, values in zip(states, saved):
+            state.assign(np.asarray(values, keras.backend.standardize_dtype(state.dtype)))
 
     def on_train_end(self, logs=None):
         if not (self.delete_checkpoint and self._multi_worker):
@@ -148,6 +174,13 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
                 except (tf.errors.OpError, ValueError, KeyError):
                     continue  # a torn write: Keras falls back to the previous copy too
         return 0
+
+
+def _seed_generator_states(model):
+    """The random-number state variables of the model's dropout layers (Keras'
+    `SeedGenerator`s), in the model's variable order."""
+    return [variable for variable in model.variables
+            if variable.name == "seed_generator_state"]
 
 
 def fast_forward_for_resume(model, x, callbacks, steps_per_epoch):

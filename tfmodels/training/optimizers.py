@@ -33,6 +33,42 @@ NO_DECAY_NAMES = ("bias", "gamma", "beta", "scale")
 
 
 @keras.saving.register_keras_serializable(package="tfmodels")
+class AdamW(keras.optimizers.AdamW):
+    """`keras.optimizers.AdamW` whose `exclude_from_weight_decay(var_names=...)` survives
+    `get_config`: Keras' leaves it out, so a run resumed from a `.keras` file would
+    start decaying biases and norm scales. (Excluded variable objects, `var_list`, cannot
+    be saved by name and are refused.)
+
+    Example:
+    >>> optimizer = AdamW(learning_rate=1e-4, weight_decay=0.01)
+    >>> optimizer.exclude_from_weight_decay(var_names=["bias", "gamma"])
+    >>> restored = AdamW.from_config(optimizer.get_config())
+    >>> restored.get_config()["exclude_from_weight_decay_names"]
+    ['bias', 'gamma']
+    """
+
+    def __init__(self, *args, exclude_from_weight_decay_names=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._excluded_names = []
+        if exclude_from_weight_decay_names:
+            self.exclude_from_weight_decay(var_names=exclude_from_weight_decay_names)
+
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        if var_list:
+            raise ValueError(
+                "tfmodels AdamW excludes variables by name only (var_names=...), so that "
+                "a saved optimizer keeps the exclusion"
+            )
+        super().exclude_from_weight_decay(var_names=var_names)
+        self._excluded_names = list(var_names or [])
+
+    def get_config(self):
+        config = super().get_config()
+        config["exclude_from_weight_decay_names"] = list(self._excluded_names)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfmodels")
 class Adafactor(keras.optimizers.Optimizer):
     """Adafactor (Shazeer & Stern, 2018) with the reference's options.
 
@@ -198,7 +234,7 @@ def get_optimizer(optimizer="auto", model_type=None, learning_rate=None):
 
     * `"auto"`: the family default (see `default_optimizer_name`);
     * `"adafactor"`: `Adafactor(learning_rate or 1e-3)` — the T5 recipe (module docstring);
-    * `"adamw"`: `keras.optimizers.AdamW(learning_rate or 5e-5, weight_decay=0.01,
+    * `"adamw"`: `AdamW(learning_rate or 5e-5, weight_decay=0.01,
       beta_2=0.98, epsilon=1e-6)`, biases and norm scales not decayed;
     * any other Keras optimizer name, with `learning_rate` applied when given.
 
@@ -219,15 +255,14 @@ def get_optimizer(optimizer="auto", model_type=None, learning_rate=None):
     if name == "adafactor":
         return Adafactor(learning_rate=1e-3 if learning_rate is None else learning_rate)
     if name == "adamw":
-        adamw = keras.optimizers.AdamW(
+        return AdamW(
             learning_rate=5e-5 if learning_rate is None else learning_rate,
             weight_decay=0.01,
             beta_1=0.9,
             beta_2=0.98,
             epsilon=1e-6,
+            exclude_from_weight_decay_names=list(NO_DECAY_NAMES),
         )
-        adamw.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
-        return adamw
     resolved = keras.optimizers.get(name)
     if learning_rate is not None:
         resolved.learning_rate = learning_rate
