@@ -88,8 +88,11 @@ def export_savedmodel(checkpoint_dir, out_dir, settings=None, model=None, tokeni
         model.quantize_weights(settings.weight_quantization)  # in place, as documented
     if settings.head_screening and model.head_screen is None:
         model.enable_head_screening()  # in place too
+    # A model passed in quantised is exported (and recorded) quantised.
+    settings = settings.replace(weight_quantization=model.weight_quantization)
     settings = settings.with_checkpoint_defaults(model)
-    model_name = settings.model_name or os.path.basename(os.path.normpath(out_dir)) or "model"
+    # abspath: "." or ".." name the folder itself, not a path fragment.
+    model_name = settings.model_name or os.path.basename(os.path.abspath(out_dir)) or "model"
     settings = settings.replace(model_name=model_name)
 
     version = settings.version or next_version(out_dir)

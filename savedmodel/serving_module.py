@@ -28,7 +28,7 @@ import tensorflow as tf
 from savedmodel import model_graph, request_checks, xla_padding
 from savedmodel.search_graph import ExportedSearch
 from savedmodel.text_codec import TextCodec, tokenizer_resources
-from tfmodels.generation.vocabulary import undecodable_token_ids
+from tfmodels.generation.vocabulary import text_output_suppress_tokens
 
 MODEL_SIGNATURES = ("serving_default", "generate_with_options", "score", "encode")
 TEXT_SIGNATURES = ("tokenize", "detokenize")
@@ -86,8 +86,9 @@ class ServingModule(tf.Module):
         super().__init__(name="tfmodels_serving")
         codec = TextCodec(tokenizer, settings.max_source_length, settings.max_target_length)
         # Ids the model has rows for but the tokenizer cannot write out (a vocabulary padded
-        # past the tokenizer) are never generated, so no request fails on them.
-        suppressed = undecodable_token_ids(tokenizer, model.config.vocab_size)
+        # past the tokenizer) are never generated, so no request fails on them; the
+        # checkpoint's own suppressed tokens stay suppressed.
+        suppressed = text_output_suppress_tokens(model, tokenizer)
 
         def search_for(max_new_tokens=None):
             options = settings.generation_options(max_new_tokens)

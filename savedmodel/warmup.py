@@ -78,7 +78,10 @@ def example_inputs(signature_name, codec, settings, batch_size=1, text=WARMUP_TE
             "text": texts,
             **languages,
             "max_new_tokens": np.int32(settings.max_new_tokens),
-            "min_new_tokens": np.int32(settings.min_new_tokens),
+            # Requests may ask for at most the limit; the export's default (e.g. a
+            # checkpoint's min_length) may lie above it.
+            "min_new_tokens": np.int32(min(settings.min_new_tokens,
+                                           settings.max_new_tokens_limit)),
             "length_penalty": np.float32(settings.length_penalty),
         }
     if base == "score":

@@ -530,6 +530,34 @@ def test_generate_graph_exports_to_a_saved_model(models, golden, tmp_path):
                                           f"SavedModel, {rows} rows", check_scores=False)
 
 
+def test_generate_graph_takes_the_configs_forced_bos_and_checks_the_prompt(models, golden):
+    """Left out, `forced_bos_token_id` is the generation config's (as in `generate`); a
+    prompt without the start token, which `generate_graph` cannot prepend, and an option
+    it does not take, get errors that name them."""
+    model = models["m2m100"]
+    input_ids, attention_mask = _inputs(golden, "m2m100")
+    config = model.generation_config.copy()
+    config.forced_bos_token_id = 9
+    expected = model.generate(input_ids, attention_mask=attention_mask, generation_config=config,
+                              max_new_tokens=3, jit_compile=False).numpy()
+    assert (expected[:, 1] == 9).all()
+
+    def run(**options):
+        return tf.function(lambda ids, mask: generate_graph(
+            model, ids, mask, generation_config=config, max_new_tokens=3, **options))(
+                tf.constant(input_ids, tf.int32), tf.constant(attention_mask, tf.int32))
+
+    np.testing.assert_array_equal(run()["sequences"].numpy(), expected)
+    assert (run(forced_bos_token_id=None)["sequences"].numpy()[:, 1] != 9).any()
+    prompt = tf.fill([len(input_ids), 1], 9)  # no row begins with the start token 2
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must begin with the decoder start"):
+        run(decoder_input_ids=prompt)
+    with pytest.raises(TypeError, match=r"generate_graph\(\) got unexpected options: "
+                                        r"output_token_ids.* and forced_bos_token_id, "
+                                        "decoder_input_ids, seed$"):
+        run(output_token_ids=[5, 6])
+
+
 def test_decoding_lm_head_matches_compute_logits(models, monkeypatch):
     """The decoding loop's LM head arrangement computes the model's own logits, with and
     without XLA, for one row and for several rows (which XLA takes in panels; the limits

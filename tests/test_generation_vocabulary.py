@@ -76,7 +76,8 @@ def test_suppress_tokens_errors_name_the_problem():
 def test_text_paths_never_generate_ids_the_tokenizer_cannot_decode(tmp_path):
     """A model with more rows than its tokenizer has ids (mT5: 250,112 vs 250,100), whose
     head favours one of the extra ids: `tfmodels translate` and the exported SavedModel
-    suppress those ids instead of failing the request in detokenize."""
+    suppress those ids instead of failing the request in detokenize, and keep suppressing
+    the checkpoint's own `suppress_tokens`."""
     import tensorflow as tf
 
     from fixtures.savedmodel.checkpoints import _save
@@ -89,21 +90,29 @@ def test_text_paths_never_generate_ids_the_tokenizer_cannot_decode(tmp_path):
     extra_id = int(decodable[-1]) + 5
     model = small_model("mt5", vocab_size=int(decodable[-1]) + 13)
     favour_token(model, extra_id)  # the extra id wins every step unless suppressed
-    checkpoint = str(tmp_path / "checkpoint")
-    _save(model, tokenizer, checkpoint)
+    undecodable = list(range(int(decodable[-1]) + 1, int(decodable[-1]) + 13))
 
     texts = ["Hello world.", "Guten Morgen"]
     encoded = tokenizer(texts)
     raw = np.asarray(model.generate(encoded["input_ids"], attention_mask=encoded["attention_mask"],
                                     max_new_tokens=4))
     assert extra_id in raw  # without suppression the request would fail in detokenize
+    # The checkpoint's generation_config.json suppresses a token the text paths would
+    # write otherwise: it stays suppressed next to the undecodable ids.
+    own = int(np.asarray(model.generate(
+        encoded["input_ids"], attention_mask=encoded["attention_mask"], max_new_tokens=4,
+        suppress_tokens=undecodable))[0, 1])
+    assert own not in (0, 1)
+    model.generation_config.suppress_tokens = [own]
+    checkpoint = str(tmp_path / "checkpoint")
+    _save(model, tokenizer, checkpoint)
 
     translator = Translator(checkpoint)
     outputs = translator.translate(texts, max_new_tokens=4)
     suppressed = np.asarray(model.generate(
         encoded["input_ids"], attention_mask=encoded["attention_mask"], max_new_tokens=4,
-        suppress_tokens=list(range(int(decodable[-1]) + 1, int(decodable[-1]) + 13))))
-    assert not np.isin(suppressed, [extra_id]).any()
+        suppress_tokens=undecodable + [own]))
+    assert not np.isin(suppressed, [extra_id, own]).any()
     expected = tokenizer.detokenize(tf.convert_to_tensor(suppressed), skip_special_tokens=True)
     assert outputs == [s.decode().strip() for s in expected.numpy()]
 

@@ -587,6 +587,43 @@ def test_warmup_requests_use_language_codes_the_checkpoint_knows(language_codes,
     assert ids[0, 0] == tokenizer.get_lang_id(expected[0])
 
 
+def test_warmup_request_asks_for_at_most_the_limit():
+    """An export default above the request limit (a checkpoint's min_length 56 with
+    --max-new-tokens 32) must not make the warm-up request one the signature refuses."""
+    from savedmodel import warmup
+    from savedmodel.export_settings import ExportSettings
+    from savedmodel.text_codec import TextCodec
+    from tfmodels.tokenizers import T5Tokenizer
+
+    tokenizer = T5Tokenizer.from_pretrained(os.path.join(REPO_DIR, "tests", "data", "mt5_tokenizer"))
+    codec = TextCodec(tokenizer, max_source_length=32, max_target_length=32)
+    settings = ExportSettings(max_new_tokens=4, max_new_tokens_limit=6, min_new_tokens=55,
+                              length_penalty=1.0)
+    assert warmup.example_inputs("generate_with_options", codec, settings)["min_new_tokens"] == 6
+
+
+def test_export_of_a_quantised_model_into_the_current_folder(tmp_path, monkeypatch):
+    """A model passed in already quantised is recorded as exported (int8), and an export
+    into "." takes the folder's own name as the model name."""
+    from savedmodel import ExportSettings, export_savedmodel
+    from savedmodel.checkpoint import load_checkpoint
+
+    checkpoint = make_tiny_mt5_checkpoint(str(tmp_path / "checkpoint"))
+    model, tokenizer = load_checkpoint(checkpoint)
+    model.quantize_weights("int8")
+    base = tmp_path / "translator"
+    base.mkdir()
+    monkeypatch.chdir(base)
+    result = export_savedmodel(None, ".", ExportSettings(max_new_tokens=2, warmup=False),
+                               model=model, tokenizer=tokenizer)
+    assert result.settings.model_name == "translator"
+    with open(os.path.join(result.saved_model_dir, "assets.extra", "tfmodels_export.json"),
+              encoding="utf-8") as handle:
+        assert json.load(handle)["settings"]["weight_quantization"] == "int8"
+    with open(base / "models.config", encoding="utf-8") as handle:
+        assert 'name: "translator"' in handle.read()
+
+
 def test_next_version(tmp_path):
     from savedmodel import next_version
 

@@ -94,6 +94,13 @@ def test_eval_callback_survives_ids_the_tokenizer_cannot_decode():
     assert extra_id in raw  # the situation is real ...
     with pytest.raises(tf.errors.InvalidArgumentError, match="out of range"):
         tokenizer.detokenize(tf.convert_to_tensor(raw), skip_special_tokens=True)
+    # The model's own generation config suppresses a token it would write otherwise; that
+    # stays suppressed next to the extra ids.
+    own = int(np.asarray(model.generate(
+        batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=4,
+        jit_compile=False, output_token_ids=decodable))[0, 1])
+    assert own not in (0, 1)
+    model.generation_config.suppress_tokens = [own]
     callback = GenerationEvalCallback(evaluation, tokenizer, max_new_tokens=4, backend="builtin",
                                       generate_kwargs={"jit_compile": False})
     callback.set_model(model)
@@ -101,8 +108,8 @@ def test_eval_callback_survives_ids_the_tokenizer_cannot_decode():
     assert 0.0 <= scores["chrf"] <= 100.0
     restricted = np.asarray(model.generate(
         batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=4,
-        jit_compile=False, output_token_ids=decodable))
-    assert np.isin(restricted, decodable).all()
+        jit_compile=False, output_token_ids=[t for t in decodable if t != own]))
+    assert np.isin(restricted, decodable).all() and own not in restricted
     expected = tokenizer.detokenize(tf.convert_to_tensor(restricted), skip_special_tokens=True)
     assert [s.decode() for s in expected.numpy()] == callback.last_hypotheses[:2]
 

@@ -103,11 +103,11 @@ class Translator:
             from tfmodels.tokenizers import T5Tokenizer
 
             self.tokenizer = T5Tokenizer.from_pretrained(checkpoint)
-        from tfmodels.generation import undecodable_token_ids
+        from tfmodels.generation import text_output_suppress_tokens
 
-        # Ids the model has rows for but the tokenizer cannot write out are never generated.
-        self.suppressed_token_ids = undecodable_token_ids(self.tokenizer,
-                                                          self.model.config.vocab_size)
+        # Ids the model has rows for but the tokenizer cannot write out are never generated
+        # (and the checkpoint's suppressed tokens stay suppressed).
+        self.suppressed_token_ids = text_output_suppress_tokens(self.model, self.tokenizer)
         self.load_seconds = time.perf_counter() - started
         examples_path = os.path.join(checkpoint, DEMO_EXAMPLES_FILE)
         self.demo_info = {}

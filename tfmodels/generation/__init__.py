@@ -17,7 +17,8 @@ from tfmodels.generation.generate import (
 )
 from tfmodels.generation.generation_config import GENERATION_CONFIG_NAME, GenerationConfig
 from tfmodels.generation.graph import generate_graph
-from tfmodels.generation.vocabulary import output_vocabulary, undecodable_token_ids
+from tfmodels.generation.vocabulary import (output_vocabulary, text_output_suppress_tokens,
+                                            undecodable_token_ids)
 
 __all__ = [
     "GENERATION_CONFIG_NAME",
@@ -29,6 +30,7 @@ __all__ = [
     "generate",
     "generate_graph",
     "output_vocabulary",
+    "text_output_suppress_tokens",
     "undecodable_token_ids",
     "trace_count",
     "use_persistent_compilation_cache",

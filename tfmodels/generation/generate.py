@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from tfmodels.generation.graph import INPUT_DTYPES, input_signature, run_search
 from tfmodels.generation.options import (
+    NOT_GIVEN,
     make_plan,
     resolve_generation_config,
     resolve_lengths,
@@ -161,9 +162,6 @@ def _check_token_range(name, array, vocab_size):
         raise ValueError(f"{name} holds token id {bad}, outside the vocabulary [0, {vocab_size})")
 
 
-_NOT_GIVEN = object()  # an option left out, as opposed to passed as None
-
-
 def _forced_bos_ids(value, batch, vocab_size):
     """None, an int, or `[batch]` ints -> None or a `[batch]` int32 array."""
     if value is None:
@@ -279,9 +277,9 @@ def generate(
     max_length_was_passed = options.get("max_length") is not None
     # An explicit `forced_bos_token_id=None` turns the checkpoint's forcing off, as in the
     # reference; left out, the checkpoint's (or `generation_config`'s) applies.
-    forced_bos_option = options.pop("forced_bos_token_id", _NOT_GIVEN)
+    forced_bos_option = options.pop("forced_bos_token_id", NOT_GIVEN)
     config = resolve_generation_config(model, generation_config, options)
-    if forced_bos_option is _NOT_GIVEN:
+    if forced_bos_option is NOT_GIVEN:
         forced_bos_option = config.forced_bos_token_id
     vocab_size = int(model.config.vocab_size)
     start, pad, eos_ids = special_tokens(model, config)

@@ -13,6 +13,7 @@ from tfmodels.generation import random as gen_random
 from tfmodels.generation import search
 from tfmodels.generation.logits_processors import LogitsProcessing, ProcessorValues
 from tfmodels.generation.options import (
+    NOT_GIVEN,
     make_plan,
     resolve_generation_config,
     resolve_lengths,
@@ -394,7 +395,7 @@ def generate_graph(
     model,
     input_ids,
     attention_mask,
-    forced_bos_token_id=None,
+    forced_bos_token_id=NOT_GIVEN,
     *,
     decoder_input_ids=None,
     generation_config=None,
@@ -406,10 +407,13 @@ def generate_graph(
     Args:
         input_ids, attention_mask: `[batch, length]` int tensors (any static or dynamic
             shape; right padding).
-        forced_bos_token_id: None, or a `[batch]` int tensor of per-example forced first
-            tokens (M2M100 target languages); -1 means "not forced" for that example.
+        forced_bos_token_id: a `[batch]` int tensor of per-example forced first tokens
+            (M2M100 target languages; -1 means "not forced" for that example), or None
+            (none forced); left out, the generation config's (as `generate`).
         decoder_input_ids: optional `[batch, prompt_length]` decoder prompt (static
-            length) starting with the decoder start token.
+            length). The start token is not prepended (that would change the static
+            length): rows must begin with it, as the reference prepends it only when none
+            does; a prompt where none does fails an assertion (not checked under XLA).
         generation_config / options: as for `generate`; resolved at trace time, so they
             are constants of the traced graph.
         seed: `[2]` int32 tensor (sampling only); defaults to zeros.
@@ -423,7 +427,11 @@ def generate_graph(
     ... def serve(input_ids, attention_mask):
     ...     return generate_graph(model, input_ids, attention_mask, max_new_tokens=16)
     """
-    config = resolve_generation_config(model, generation_config, options)
+    config = resolve_generation_config(
+        model, generation_config, options, caller="generate_graph",
+        caller_arguments=("forced_bos_token_id", "decoder_input_ids", "seed"))
+    if forced_bos_token_id is NOT_GIVEN:
+        forced_bos_token_id = config.forced_bos_token_id
     start, pad, _ = special_tokens(model, config)
     input_ids = tf.cast(input_ids, tf.int32)
     attention_mask = tf.cast(attention_mask, tf.int32)
@@ -432,6 +440,11 @@ def generate_graph(
         prompt = tf.fill([batch, 1], tf.constant(start, tf.int32))
     else:
         prompt = tf.cast(decoder_input_ids, tf.int32)
+        starts = tf.reduce_any(tf.equal(prompt[:, 0], start))
+        with tf.control_dependencies([tf.debugging.Assert(starts, [
+                f"generate_graph: decoder_input_ids rows must begin with the decoder start "
+                f"token {start}; none does (generate_graph cannot prepend it)"])]):
+            prompt = tf.identity(prompt)
     prompt_length = prompt.shape[1]
     if prompt_length is None:
         raise ValueError("decoder_input_ids must have a static length in generate_graph")

@@ -15,6 +15,9 @@ from tfmodels.generation.generation_config import GenerationConfig
 from tfmodels.generation.logits_processors import ProcessorSpec
 
 _REFERENCE_DEFAULT_MAX_LENGTH = GenerationConfig().max_length
+NOT_GIVEN = object()  # an option left out, as opposed to passed as None
+# What `generate` takes besides the GenerationConfig fields (named in errors).
+GENERATE_ARGUMENTS = ("decoder_input_ids", "seed", "jit_compile", "output_token_ids")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,9 +54,11 @@ class SearchPlan:
         return self.num_beams if self.num_beams > 1 else self.num_samples
 
 
-def resolve_generation_config(model, generation_config=None, options=None):
+def resolve_generation_config(model, generation_config=None, options=None, caller="generate",
+                              caller_arguments=GENERATE_ARGUMENTS):
     """The effective config: `generation_config` (default `model.generation_config`) updated
-    with `options`; unknown or unsupported options raise."""
+    with `options`; unknown or unsupported options raise (naming `caller` and the
+    `caller_arguments` it takes besides the config fields)."""
     base = generation_config if generation_config is not None else model_generation_config(model)
     if not isinstance(base, GenerationConfig):
         raise TypeError(
@@ -69,9 +74,9 @@ def resolve_generation_config(model, generation_config=None, options=None):
     unused = config.update(**dict(options or {}))
     if unused:
         raise TypeError(
-            f"generate() got unexpected options: {', '.join(sorted(unused))}. Valid options are "
+            f"{caller}() got unexpected options: {', '.join(sorted(unused))}. Valid options are "
             f"the GenerationConfig fields ({', '.join(GenerationConfig.field_names())}) and "
-            "decoder_input_ids, seed, jit_compile, output_token_ids"
+            f"{', '.join(caller_arguments)}"
         )
     unsupported = config.unsupported_options()
     if unsupported:

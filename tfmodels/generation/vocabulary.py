@@ -69,8 +69,8 @@ def undecodable_token_ids(tokenizer, vocab_size):
     model's embedding table has past its tokenizer (mT5: 250,112 rows, 250,100 ids).
 
     Text-out paths (`tfmodels translate`, SavedModel exports, `GenerationEvalCallback`)
-    pass them as `generate(..., suppress_tokens=ids)`, so they never fail on an id that
-    has no text. A tokenizer without `decodable_token_ids` is taken to decode every id.
+    suppress them (`text_output_suppress_tokens`), so they never fail on an id that has
+    no text. A tokenizer without `decodable_token_ids` is taken to decode every id.
 
     Example (run from the repository root: a test tokenizer of 2,100 pieces under a
     model with 2,103 rows; google/mt5-small's gives 250100, ..., 250111):
@@ -84,3 +84,25 @@ def undecodable_token_ids(tokenizer, vocab_size):
     if decodable is None:
         return []
     return sorted(set(range(int(vocab_size))) - set(int(token) for token in decodable))
+
+
+def text_output_suppress_tokens(model, tokenizer, requested=None):
+    """`suppress_tokens` for a `generate` call whose ids become text: `undecodable_token_ids`
+    added to the tokens asked for — `requested`, or when None the model's generation config's
+    (passing the option replaces the config's list, which must not be lost).
+
+    Example (the test tokenizer of 2,100 pieces under a model with 2,103 rows):
+    >>> from tfmodels import MT5Config, MT5ForConditionalGeneration
+    >>> from tfmodels.tokenizers import T5Tokenizer
+    >>> tokenizer = T5Tokenizer.from_pretrained("tests/data/mt5_tokenizer")
+    >>> model = MT5ForConditionalGeneration(MT5Config(vocab_size=2103, d_model=8, d_kv=4,
+    ...     d_ff=8, num_layers=1, num_heads=2))
+    >>> model.generation_config.suppress_tokens = [7]
+    >>> text_output_suppress_tokens(model, tokenizer)
+    [7, 2100, 2101, 2102]
+    """
+    if requested is None:
+        requested = model.generation_config.suppress_tokens
+    undecodable = undecodable_token_ids(tokenizer, model.config.vocab_size)
+    return sorted(set(undecodable) | set(int(token) for token in requested or ()))
+

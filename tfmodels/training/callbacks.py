@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfmodels.generation.vocabulary import undecodable_token_ids
+from tfmodels.generation.vocabulary import text_output_suppress_tokens
 from tfmodels.training.scoring import corpus_bleu, corpus_chrf
 
 # ------------------------------------------------------------------------------- backups
@@ -283,7 +283,8 @@ class GenerationEvalCallback(keras.callbacks.Callback):
         # A model whose vocabulary is larger than the tokenizer's (mT5's padded head, an
         # untrained head) could produce ids nothing can decode: never generate them, as
         # the text paths do, instead of failing the fit.
-        suppressed = undecodable_token_ids(self.tokenizer, self.model.config.vocab_size)
+        requested = self.generate_kwargs.get("suppress_tokens")
+        suppressed = text_output_suppress_tokens(self.model, self.tokenizer, requested)
         for index, batch in enumerate(self.dataset):
             if self.max_batches is not None and index >= self.max_batches:
                 break
@@ -295,8 +296,7 @@ class GenerationEvalCallback(keras.callbacks.Callback):
             if forced is not None:
                 options["forced_bos_token_id"] = forced
             if suppressed:
-                options["suppress_tokens"] = sorted(
-                    set(suppressed) | set(options.get("suppress_tokens") or ()))
+                options["suppress_tokens"] = suppressed
             sequences = self.model.generate(
                 batch["input_ids"], attention_mask=batch.get("attention_mask"),
                 max_new_tokens=self.max_new_tokens, **options,
