@@ -33,13 +33,14 @@ def main():
     parser.add_argument("--settings", default="8x4", help="comma-separated BATCHxBEAMS")
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
+    bench = _bench_module()
+    models = bench.check_names(parser, "--models", args.models, list(bench.MODELS))
     tf.config.threading.set_intra_op_parallelism_threads(2)
     tf.config.threading.set_inter_op_parallelism_threads(2)
-    bench = _bench_module()
     from tfmodels.generation import search
 
     bounded_fn = search.block_maxima_vocab_major
-    for name in args.models.split(","):
+    for name in models:
         vocab_size = bench.MODELS[name]["config"]["vocab_size"]
         bounded, full = bench.tfmodels_model(name), bench.tfmodels_model(name)
         full.set_weights(bounded.get_weights())

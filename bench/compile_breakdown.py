@@ -184,8 +184,10 @@ def main():
     if arguments.worker:
         worker(arguments.models, arguments.settings)
         return
+    bench = _generate_bench()
+    models = bench.check_names(parser, "--models", arguments.models, list(bench.MODELS))
     rows = []
-    for name in arguments.models.split(","):
+    for name in models:
         for setting in arguments.settings.split(","):
             reports = [measure(name, setting) for _ in range(arguments.runs)]
             rows.append((f"{name} {setting}", reports))

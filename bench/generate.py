@@ -471,6 +471,16 @@ def _spawn(python, engine, model, settings, repeats, extra=(), timeout=3600, env
     return {"error": " | ".join(tail) or f"exit code {process.returncode}"}
 
 
+def check_names(parser, flag, text, known):
+    """The comma list `text` of `flag`, every item one of `known` (else a parser error)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        parser.error(f"{flag}: unknown {', '.join(unknown) or '(empty)'}; choose from "
+                     f"{', '.join(known)}")
+    return names
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="mt5,m2m100", help="comma list: mt5, m2m100")
@@ -500,10 +510,11 @@ def main():
     repeats = arguments.repeats or (2 if arguments.quick else 3)
     if arguments.rounds < 1:
         raise SystemExit(f"--rounds must be at least 1, got {arguments.rounds}")
-    engines = [engine for engine in arguments.engines.split(",") if engine]
+    engines = check_names(parser, "--engines", arguments.engines, ENGINES)
+    models = check_names(parser, "--models", arguments.models, list(MODELS))
     ct2_python = arguments.ct2_python or sys.executable
     report = {}
-    for name in [item for item in arguments.models.split(",") if item]:
+    for name in models:
         spec = MODELS[name]
         print(f"\n=== {spec['label']} ({SOURCE_TOKENS} source tokens -> {NEW_TOKENS} new, "
               f"fp32 unless noted, {THREADS} threads) ===", flush=True)

@@ -121,6 +121,9 @@ def main():
     parser.add_argument("--slow-lines", type=int, default=1024, help="lines for the (slow) reference")
     parser.add_argument("--threads", type=int, default=0, help="TF inter/intra-op threads (0 = default)")
     args = parser.parse_args()
+    for flag, value in (("--lines", args.lines), ("--slow-lines", args.slow_lines)):
+        if value < 1:
+            parser.error(f"{flag} must be at least 1, got {value}")
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     warnings.simplefilter("ignore")

@@ -42,6 +42,17 @@ def _names(locale, category):
     return {str(key): name for key, name in table.items()}
 
 
+def has_locale(code):
+    """Whether CLDR (Babel) knows the locale `code`."""
+    from babel import Locale, UnknownLocaleError  # example-only dependency
+
+    try:
+        Locale.parse(code)
+    except (ValueError, UnknownLocaleError):
+        return False
+    return True
+
+
 def load_pairs(targets=DEFAULT_TARGETS):
     """All English -> target pairs as dicts.
 

@@ -376,7 +376,20 @@ def parse_args(argv=None):
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel step")
     parser.add_argument("--bundle", action="store_true",
                         help="copy the result to tfmodels/assets/default-translator (M2M100)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # Checked here: they would otherwise fail after the tokenizer training, deep in a step.
+    if args.epochs < 1:
+        parser.error(f"--epochs must be at least 1, got {args.epochs}")
+    from tfmodels.tokenizers.m2m100_language_codes import M2M100_LANGUAGE_CODES
+
+    targets = [code.strip() for code in args.targets.split(",") if code.strip()]
+    for code in targets:
+        if args.family == "m2m100" and code not in M2M100_LANGUAGE_CODES["m2m100"]:
+            parser.error(f"--targets: {code!r} is not an M2M100 language code")
+    for code in targets:
+        if not cldr_corpus.has_locale(code):
+            parser.error(f"--targets: CLDR (Babel) has no locale {code!r}")
+    return args
 
 
 def main(argv=None):

@@ -1,7 +1,7 @@
 """`tfmodels export CHECKPOINT_DIR OUT_DIR [options]`: the command line of the exporter.
 
-`add_export_arguments(parser)` declares the options (no TensorFlow import, so
-`tfmodels --help` stays fast); `run_export(args)` does the export and prints a summary.
+`add_export_arguments(parser)` declares the options (importing no TensorFlow of its
+own); `run_export(args)` does the export and prints a summary.
 
 Example:
     tfmodels export checkpoints/m2m100_418M exported/m2m100 --num-beams 4 --max-new-tokens 128

@@ -136,6 +136,9 @@ class ExportSettings:
         if self.repetition_penalty is not None and not float(self.repetition_penalty) > 0.0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty!r}")
         self.xla_warmup_buckets()  # raises on a malformed value
+        if self.xla_warmup != "smallest" and not self.xla:
+            raise ValueError(f"xla_warmup={self.xla_warmup!r} picks the buckets the *_xla "
+                             "signatures compile; export with xla=True (--xla with --xla-warmup)")
         if self.weight_quantization is not None:
             from tfmodels.layers.dense import check_weight_quantization_mode
 

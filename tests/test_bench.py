@@ -170,3 +170,16 @@ def test_breakdown_reports_missing_markers_as_unknown(breakdown, capsys):
 def test_breakdown_doctests_pass(breakdown):
     result = doctest.testmod(breakdown, verbose=False)
     assert result.attempted >= 1 and result.failed == 0
+
+
+def test_unknown_model_and_engine_names_are_refused_before_any_work(bench, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="generate.py")
+    assert bench.check_names(parser, "--models", "mt5, m2m100", list(bench.MODELS)) == [
+        "mt5", "m2m100"]
+    for text, message in (("mt5-small", "--models: unknown mt5-small; choose from mt5, m2m100"),
+                          (",", "--models: unknown (empty)")):
+        with pytest.raises(SystemExit):
+            bench.check_names(parser, "--models", text, list(bench.MODELS))
+        assert message in capsys.readouterr().err

@@ -148,7 +148,8 @@ def test_command_lines_offer_the_weight_dtypes():
     from tfmodels.cli import build_parser
 
     parser = build_parser()
-    for command in (["translate", "x", "--src", "en", "--tgt", "de"], ["demo"], ["export", "c", "o"]):
+    for command in (["translate", "x", "--src", "en", "--tgt", "de"], ["demo"], ["export", "c", "o"],
+                    ["convert", "c", "o"]):
         assert parser.parse_args(command).dtype is None
         for dtype in WEIGHT_DTYPES:
             assert parser.parse_args(command + ["--dtype", dtype]).dtype == dtype

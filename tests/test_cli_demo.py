@@ -142,6 +142,31 @@ def test_convert_in_place_writes_safetensors_next_to_the_bin(torch, tmp_path):
             assert (folder / name).read_bytes() == content, name
 
 
+def test_translate_batches_and_warns_about_what_it_cannot_honour(tmp_path, capsys):
+    """`--batch-size` splits the texts; input that is not UTF-8 (which Python hands over as
+    lone surrogates) and `--screen-head` with beams get warnings, not tracebacks; flags that
+    cannot apply and file errors are one-line errors."""
+    from tfmodels.cli import main
+
+    assert main(["translate", "--batch-size", "1", "--screen-head", "Switzerland", "January",
+                 "Caf\udce9"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[:2] == ["Schweiz", "Januar"] and len(lines) == 3
+    assert "input line 3 not valid UTF-8; invalid bytes read as U+FFFD" in captured.err
+    assert "--screen-head speeds up greedy search only; this run uses 4 beams" in captured.err
+    assert main(["translate", "--batch-size", "0", "x"]) == 2
+    assert "--batch-size must be at least 1, got 0" in capsys.readouterr().err
+    assert main(["convert", BUNDLE, str(tmp_path / "k"), "--keras", "--max-shard-size", "1MB"]) == 2
+    assert "a .keras file is written whole" in capsys.readouterr().err
+    assert main(["export", BUNDLE, str(tmp_path / "out"), "--xla-warmup", "4x32",
+                 "--max-batch-size", "4"]) == 2
+    assert "(--xla with --xla-warmup)" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    assert main(["convert", BUNDLE, str(tmp_path / "a_file")]) == 2
+    assert "error: " in capsys.readouterr().err
+
+
 def test_convert_to_keras_reports_the_file_it_wrote(tmp_path, capsys):
     from tfmodels.cli import main
 

@@ -34,9 +34,12 @@ def cmd_convert(args):
     """Reads any supported checkpoint and writes it back as safetensors (and/or .keras)."""
     from tfmodels.auto import load_seq2seq_lm
 
+    if args.keras and args.max_shard_size:
+        raise ValueError("--max-shard-size shards safetensors output; a .keras file is "
+                         "written whole")
     max_shard = _parse_size(args.max_shard_size) if args.max_shard_size else None  # before the load
     started = time.perf_counter()
-    model = load_seq2seq_lm(args.checkpoint, allow_bin=args.allow_bin)
+    model = load_seq2seq_lm(args.checkpoint, allow_bin=args.allow_bin, dtype=args.dtype)
     loaded = time.perf_counter()
     output = args.output
     if args.keras:
@@ -186,6 +189,15 @@ def _describe(translator):
               "(decoder projections and LM head)")
 
 
+def _search_beams(args, translator, command):
+    """The beam width the run uses; warns when `--screen-head` cannot apply to it."""
+    beams = args.num_beams or translator.model.generation_config.num_beams
+    if args.screen_head and beams != 1:
+        print(f"tfmodels {command}: warning: --screen-head speeds up greedy search only; "
+              f"this run uses {beams} beams (add --num-beams 1)", file=sys.stderr)
+    return beams
+
+
 def cmd_demo(args):
     """Loads the bundled translator (or `--checkpoint`), translates a few held-out and
     training examples per target language, and prints outputs, references and timings."""
@@ -194,7 +206,7 @@ def cmd_demo(args):
         raise FileNotFoundError(f"no checkpoint (config.json) in {checkpoint}")
     translator = Translator(checkpoint, quantize=args.quantize, dtype=args.dtype,
                             screen_head=args.screen_head)
-    beams = args.num_beams or translator.model.generation_config.num_beams
+    beams = _search_beams(args, translator, "demo")
     print("tfmodels demo: translating in-graph (tokenizer -> generate -> detokenizer), "
           f"{'greedy' if beams == 1 else f'beam {beams}'}, max {args.max_new_tokens} new tokens")
     _describe(translator)
@@ -261,9 +273,12 @@ def _check_language_codes_early(checkpoint, src, tgt):
 def cmd_translate(args):
     """Translates the text arguments (or stdin lines), one output line per input; a blank
     input line gives a blank output line, so outputs stay aligned with a file's lines."""
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     texts = list(args.texts) or [line.rstrip("\n") for line in sys.stdin]
     if not any(text.strip() for text in texts):
         raise ValueError("nothing to translate: give texts as arguments or on stdin")
+    texts = _replace_invalid_utf8(texts)
     checkpoint = args.checkpoint or BUNDLED_TRANSLATOR_DIR
     if not os.path.isfile(os.path.join(checkpoint, "config.json")):
         raise FileNotFoundError(f"no checkpoint (config.json) in {checkpoint}")
@@ -274,13 +289,36 @@ def cmd_translate(args):
     if translator.is_m2m100 and trained and args.tgt not in trained:
         print(f"tfmodels translate: warning: this checkpoint was trained for "
               f"{', '.join(trained)}, not {args.tgt!r}", file=sys.stderr)
+    _search_beams(args, translator, "translate")
     nonblank = [text for text in texts if text.strip()]
-    outputs = iter(translator.translate(nonblank, src=args.src, tgt=args.tgt,
-                                        num_beams=args.num_beams,
-                                        max_new_tokens=args.max_new_tokens))
+    translated = []
+    # Batches of --batch-size texts: memory stays bounded for long inputs, and outputs
+    # appear as they are done.
+    for start in range(0, len(nonblank), args.batch_size):
+        translated += translator.translate(nonblank[start:start + args.batch_size],
+                                           src=args.src, tgt=args.tgt,
+                                           num_beams=args.num_beams,
+                                           max_new_tokens=args.max_new_tokens)
+    outputs = iter(translated)
     for text in texts:
         print(next(outputs) if text.strip() else "")
     return 0
+
+
+def _replace_invalid_utf8(texts):
+    """Texts whose bytes are not UTF-8 (Python hands them over as lone surrogates) get
+    U+FFFD for each invalid byte, with a warning naming the inputs."""
+    cleaned, invalid = [], []
+    for number, text in enumerate(texts, start=1):
+        fixed = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        if fixed != text:
+            invalid.append(number)
+        cleaned.append(fixed)
+    if invalid:
+        print(f"tfmodels translate: warning: input {'lines' if len(invalid) > 1 else 'line'} "
+              f"{', '.join(map(str, invalid))} not valid UTF-8; invalid bytes read as U+FFFD",
+              file=sys.stderr)
+    return cleaned
 
 
 def _add_generation_arguments(parser):
@@ -332,6 +370,12 @@ def build_parser():
                          help="allow reading pytorch_model.bin (unpickles; needs torch)")
     convert.add_argument("--keras", action="store_true", help="write a Keras .keras file")
     convert.add_argument("--max-shard-size", help="shard safetensors output, e.g. 2GB")
+    from savedmodel.export_settings import WEIGHT_DTYPES
+
+    convert.add_argument("--dtype", choices=WEIGHT_DTYPES, default=None,
+                         help="dtype of the weights written (default float32, as the "
+                         "reference's from_pretrained + save_pretrained; bfloat16 keeps a "
+                         "bfloat16 checkpoint's size)")
     convert.set_defaults(handler=cmd_convert)
 
     demo = commands.add_parser(
@@ -353,6 +397,9 @@ def build_parser():
                            "trained for de, es, fr, it, nl, pt); ignored by mT5 checkpoints "
                            "without a prefix")
     _add_generation_arguments(translate)
+    translate.add_argument("--batch-size", type=int, default=32,
+                           help="texts translated together (default 32); bounds memory for "
+                           "long inputs")
     translate.set_defaults(handler=cmd_translate)
 
     from savedmodel.cli import add_export_arguments
@@ -374,7 +421,7 @@ def main(argv=None):
 
             use_persistent_compilation_cache(args.xla_cache)
         return args.handler(args)
-    except (FileNotFoundError, ValueError, TypeError, ImportError) as error:
+    except (OSError, ValueError, TypeError, ImportError) as error:
         print(f"tfmodels {args.command}: error: {error}", file=sys.stderr)
         return 2
 
