@@ -548,9 +548,13 @@ def test_export_settings_validation():
         ExportSettings(num_beams=0)
     with pytest.raises(ValueError, match="early_stopping"):
         ExportSettings(early_stopping="sometimes")
-    settings = ExportSettings(max_batch_size=8, max_source_length=64, xla_warmup="3x20,1x1,4x17")
+    settings = ExportSettings(max_batch_size=8, max_source_length=64, xla_warmup="3x20,1x1,4x17",
+                              xla=True)
     assert settings.xla_warmup_buckets() == [(4, 32), (1, 16)]
-    assert len(ExportSettings(max_batch_size=8, max_source_length=64, xla_warmup="all").xla_warmup_buckets()) == 4 * 3
+    assert len(ExportSettings(max_batch_size=8, max_source_length=64, xla_warmup="all",
+                              xla=True).xla_warmup_buckets()) == 4 * 3
+    with pytest.raises(ValueError, match=r"export with xla=True \(--xla with --xla-warmup\)"):
+        ExportSettings(xla_warmup="all")
     with pytest.raises(ValueError, match="outside max_batch_size"):
         ExportSettings(max_batch_size=8, xla_warmup="9x16")
     with pytest.raises(ValueError, match="shapes like"):
