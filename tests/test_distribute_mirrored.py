@@ -1,5 +1,6 @@
 """`fit` under `MirroredStrategy` on 2 logical CPU devices ends with the same weights as
-single-device training on the same global batches.
+single-device training on the same global batches (also with the optimizer's per-variable
+clipping, `clipnorm` / `clipvalue`, which must apply to the global gradient).
 
 Logical devices must be configured before TensorFlow initialises, so the comparison
 runs in a subprocess (this file, run as a script). Bound: max |diff| over all weights
@@ -22,7 +23,10 @@ def main(out_path, probe_keras_accumulation=False):
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
     )
-    from test_training_support import max_abs_diff, recipe_dataset, recipe_model, weights_of
+    import keras
+
+    from test_training_support import (max_abs_diff, recipe_dataset, recipe_model, small_model,
+                                       weights_of)
 
     single = recipe_model(run_eagerly=True)
     single_history = single.fit(recipe_dataset(), verbose=0)
@@ -31,6 +35,34 @@ def main(out_path, probe_keras_accumulation=False):
     mirrored = recipe_model(strategy)
     mirrored_history = mirrored.fit(recipe_dataset(), verbose=0)
     weights_single, weights_mirrored = weights_of(single), weights_of(mirrored)
+
+    # Per-variable clipping set on the optimizer (Keras would clip each replica's part).
+    clipping_diffs = {}
+    for option, value in (("clipnorm", 0.05), ("clipvalue", 0.001)):
+        trained = []
+        for scope, eager in ((tf.distribute.get_strategy(), True), (strategy, False)):
+            with scope.scope():
+                model = small_model("mt5", seed=0)
+                model.compile(optimizer=keras.optimizers.SGD(0.5, **{option: value}),
+                              run_eagerly=eager)
+            model.fit(recipe_dataset(), verbose=0)
+            trained.append(weights_of(model))
+        clipping_diffs[option] = max_abs_diff(*trained)
+
+    # Built (or an optimizer made) outside the scope: named errors, not a schedule that runs
+    # once per replica or an AssertionError deep in Keras.
+    scope_errors = {}
+    outside_optimizer = keras.optimizers.SGD(0.1)
+    outside_model = small_model("mt5", seed=0)
+    with strategy.scope():
+        inside_model = small_model("mt5", seed=0)
+        for case, model, optimizer in (("optimizer", inside_model, outside_optimizer),
+                                       ("model", outside_model, "sgd")):
+            try:
+                model.compile(optimizer=optimizer)
+                scope_errors[case] = "no error"
+            except ValueError as error:
+                scope_errors[case] = str(error)
 
     # Keras's optimizer-level accumulation under MirroredStrategy (documented finding).
     keras_accumulation = "not probed"
@@ -45,6 +77,8 @@ def main(out_path, probe_keras_accumulation=False):
             "loss_single": single_history.history["loss"][-1],
             "loss_mirrored": mirrored_history.history["loss"][-1],
             "keras_optimizer_accumulation": keras_accumulation,
+            "clipping_max_weight_diff": clipping_diffs,
+            "scope_errors": scope_errors,
         }, handle)
 
 
@@ -82,6 +116,12 @@ def test_mirrored_fit_matches_single_device(tmp_path, report_figure):
     assert result["moved"] > 1e-3  # training really changed the weights
     assert result["max_weight_diff"] <= MIRRORED_ATOL, result
     assert abs(result["loss_single"] - result["loss_mirrored"]) <= 1e-5, result
+    for option, difference in result["clipping_max_weight_diff"].items():
+        assert difference <= MIRRORED_ATOL, (option, result)
+    assert "optimizer SGD was created outside the model's strategy.scope()" in (
+        result["scope_errors"]["optimizer"])
+    assert "model was built outside the strategy.scope() it is compiled in" in (
+        result["scope_errors"]["model"])
     report_figure("MirroredStrategy(2 CPUs) vs single device, 4 steps",
                   max_weight_diff=result["max_weight_diff"])
 

@@ -129,3 +129,32 @@ def test_multi_worker_fit_backups_and_custom_loop(tmp_path, report_figure):
 
 if __name__ == "__main__":
     worker_main(sys.argv[1], "--custom-loop" in sys.argv[2:])
+
+
+@pytest.mark.parametrize("chief, task, expected_index", [
+    (False, ("worker", 0), 0), (False, ("worker", 1), 1),
+    (True, ("chief", 0), 0), (True, ("worker", 0), 1), (True, ("worker", 1), 2),
+])
+def test_worker_index_counts_a_named_chief_first(monkeypatch, chief, task, expected_index):
+    """With a `chief` task in TF_CONFIG, worker 0 is the second process: it is not the chief
+    (it must not write the final checkpoint) and backs up in its own folder."""
+    import types
+
+    import tensorflow as tf
+
+    from tfmodels.training import cluster_from_environment, is_chief
+    from tfmodels.training.callbacks import _worker_index
+    from tfmodels.training.distribute import worker_index
+
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    if chief:
+        cluster["chief"] = ["127.0.0.1:3"]
+    monkeypatch.setenv("TF_CONFIG", json.dumps(
+        {"cluster": cluster, "task": {"type": task[0], "index": task[1]}}))
+    # What a MultiWorkerMirroredStrategy exposes (a real one would wait for its peers).
+    strategy = types.SimpleNamespace(
+        cluster_resolver=tf.distribute.cluster_resolver.TFConfigClusterResolver())
+    assert worker_index(strategy) == expected_index == cluster_from_environment().task_index
+    assert is_chief(strategy) == (expected_index == 0)
+    monkeypatch.setattr("tfmodels.training.seq2seq_training.in_multi_worker_mode", lambda s: True)
+    assert _worker_index(types.SimpleNamespace(distribute_strategy=strategy)) == (True, expected_index)

@@ -116,9 +116,12 @@ def test_keras_optimizer_accumulation_runs_and_averages_micro_batch_means():
     assert max_abs_diff([moved[i] for i in trainable], expected_sgd_step) < 1e-5
 
 
-def test_global_clipnorm_clips_the_global_gradient():
-    batch = random_batches(1, 4, seed=6, family="m2m100")[0]
-    model = small_model("m2m100")
+@pytest.mark.parametrize("family", ["m2m100", "mt5"])
+def test_global_clipnorm_clips_the_global_gradient(family):
+    """Against the dense gradient's norm; mT5's untied embedding gets `IndexedSlices`
+    with a row per token occurrence (repeated ids in the batch)."""
+    batch = random_batches(1, 4, seed=6, family=family)[0]
+    model = small_model(family)
     raw = gradients_of_fit_step(model, batch)
     norm = float(np.sqrt(sum(float(np.sum(g * g)) for g in raw)))
     clip = norm / 4
@@ -129,6 +132,28 @@ def test_global_clipnorm_clips_the_global_gradient():
     model.compile(optimizer=optimizer, metrics=[])
     assert optimizer.global_clipnorm is None
     assert model.training_options.global_clipnorm == pytest.approx(clip)
+
+
+@pytest.mark.parametrize("family", ["m2m100", "mt5"])
+def test_per_variable_clipping_is_taken_over_from_the_optimizer(family):
+    """`clipnorm` / `clipvalue` clip each variable's (dense) gradient as on one device (and,
+    taken over from the optimizer, after the all-reduce under a strategy)."""
+    batch = random_batches(1, 4, seed=6, family=family)[0]
+    model = small_model(family)
+    raw = gradients_of_fit_step(model, batch)
+    limit = float(np.median([np.sqrt(np.sum(g * g)) for g in raw]))
+    expected = [g * min(1.0, limit / np.sqrt(np.sum(g * g))) for g in raw]
+    assert max_abs_diff(gradients_of_fit_step(model, batch, clipnorm=limit), expected) < 1e-6
+    value = float(np.median(np.abs(np.concatenate([g.ravel() for g in raw]))))
+    clipped = gradients_of_fit_step(model, batch, clipvalue=value)
+    assert max_abs_diff(clipped, [np.clip(g, -value, value) for g in raw]) < 1e-7
+    for option in ("clipnorm", "clipvalue"):
+        optimizer = RecordingSGD(learning_rate=0.0, **{option: 0.5})
+        model.compile(optimizer=optimizer, metrics=[])
+        assert getattr(optimizer, option) is None
+        assert getattr(model.training_options, option) == 0.5
+    with pytest.raises(ValueError, match="one gradient clipping option, got global_clipnorm, clipnorm"):
+        model.compile(global_clipnorm=1.0, clipnorm=1.0)
 
 
 def test_pad_labels_are_ignored_like_minus_100():

@@ -20,6 +20,7 @@ from tfmodels.training.distribute import (
     make_strategy,
     run_custom_loop,
     train_multi_worker,
+    worker_index,
 )
 from tfmodels.training.losses import (
     IGNORE_INDEX,
@@ -57,4 +58,5 @@ __all__ = [
     "seq2seq_eval_dataset",
     "token_cross_entropy",
     "train_multi_worker",
+    "worker_index",
 ]

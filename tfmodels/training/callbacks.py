@@ -15,13 +15,15 @@ from tfmodels.training.scoring import corpus_bleu, corpus_chrf
 
 
 def _worker_index(model):
-    """`(is multi-worker, task index)` of this process for the model's strategy."""
+    """`(is multi-worker, worker index)` of this process for the model's strategy (the
+    chief, when the cluster names one, is worker 0)."""
+    from tfmodels.training.distribute import worker_index
     from tfmodels.training.seq2seq_training import in_multi_worker_mode
 
     strategy = model.distribute_strategy
     if not in_multi_worker_mode(strategy):
         return False, 0
-    return True, int(strategy.cluster_resolver.task_id)
+    return True, worker_index(strategy)
 
 
 def _remove_tree(directory):

@@ -84,20 +84,35 @@ def make_strategy(devices=None):
     return tf.distribute.get_strategy()
 
 
+def worker_index(strategy):
+    """This process's index among all the workers of `strategy`'s cluster, a `chief` task
+    (when the cluster names one) first, as in `cluster_from_environment`; 0 for a single
+    process.
+
+    Example:
+    >>> worker_index(tf.distribute.get_strategy())
+    0
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return 0
+    index = int(resolver.task_id or 0)
+    if resolver.task_type == "worker":
+        # Worker i comes after the chief: worker 0 is not the chief when there is one.
+        index += len(resolver.cluster_spec().as_dict().get("chief", []))
+    return index
+
+
 def is_chief(strategy):
     """True in the process that should write shared outputs (the final checkpoint, logs):
-    the chief or worker 0 of a multi-worker strategy, and any single process.
+    the chief (worker 0 when the cluster names no chief) of a multi-worker strategy, and
+    any single process.
 
     Example:
     >>> is_chief(tf.distribute.get_strategy())
     True
     """
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "task_type", None):
-        return True
-    return resolver.task_type in ("chief", None) or (
-        resolver.task_type == "worker" and int(resolver.task_id) == 0
-    )
+    return worker_index(strategy) == 0
 
 
 def run_custom_loop(model, dataset, *, epochs=1, steps_per_epoch=None, callbacks=None,

@@ -30,9 +30,10 @@ What it adds to Keras's defaults, and why:
   and it works under `tf.distribute` — unlike the optimizer-level
   `gradient_accumulation_steps` of Keras 3.15, whose `cond` around the gradient
   all-reduce raises under `MirroredStrategy` (see README).
-* `global_clipnorm` is applied to the all-reduced (global) gradient. Keras clips each
-  replica's partial gradient before the all-reduce, which is not what single-device
-  training does; a `global_clipnorm` set on the optimizer is therefore taken over here.
+* `global_clipnorm`, `clipnorm` and `clipvalue` are applied to the all-reduced (global)
+  gradient. Keras clips each replica's partial gradient before the all-reduce, which is
+  not what single-device training does; the optimizer's clipping options are therefore
+  taken over here.
 * `tf.distribute`: two Keras 3.15 code paths that fail with our int32 inputs or across
   workers are routed around (`_maybe_symbolic_build` and scalar step logs; see README).
 """
@@ -57,6 +58,8 @@ class TrainingOptions:
     per_token_loss_fn: Optional[Callable] = None
     gradient_accumulation_steps: int = 1
     global_clipnorm: Optional[float] = None
+    clipnorm: Optional[float] = None
+    clipvalue: Optional[float] = None
     ignore_pad_in_labels: bool = True
 
 
@@ -97,6 +100,18 @@ def _scale_gradient(gradient, factor):
     return gradient * tf.cast(factor, gradient.dtype)
 
 
+def _norm_values(gradient):
+    """float32 values whose L2 norm is the (dense) gradient's: the rows of an
+    `IndexedSlices` (an embedding's gradient, one row per token occurrence) are summed
+    per index first, as the dense gradient sums them. In float32: bfloat16 gradients
+    would round the norm coarsely."""
+    if isinstance(gradient, tf.IndexedSlices):
+        unique, positions = tf.unique(gradient.indices)
+        return tf.math.unsorted_segment_sum(tf.cast(gradient.values, tf.float32), positions,
+                                            tf.shape(unique)[0])
+    return tf.cast(gradient, tf.float32)
+
+
 def _as_dense(gradient, variable):
     if gradient is None:
         return tf.zeros(variable.shape, variable.dtype)
@@ -131,6 +146,8 @@ class Seq2SeqTrainingMixin:
         label_smoothing=0.0,
         gradient_accumulation_steps=1,
         global_clipnorm=None,
+        clipnorm=None,
+        clipvalue=None,
         ignore_pad_in_labels=True,
         **kwargs,
     ):
@@ -154,6 +171,9 @@ class Seq2SeqTrainingMixin:
                 and apply one update for the whole batch (same update as without
                 splitting, less activation memory).
             global_clipnorm: Clip the global gradient (all replicas) to this L2 norm.
+            clipnorm, clipvalue: Clip each variable's global gradient to this L2 norm /
+                to [-clipvalue, clipvalue]. At most one of the three clipping options;
+                set on the optimizer instead, they are taken over (see the module doc).
             ignore_pad_in_labels: Also ignore labels equal to `config.pad_token_id`
                 (a target never legitimately contains pad), not only -100.
             **kwargs: Passed to `keras.Model.compile` (`jit_compile`,
@@ -165,11 +185,23 @@ class Seq2SeqTrainingMixin:
                 "updates smaller than the weights' rounding step are lost (at 5e-5, most "
                 "of them). Train with dtype='mixed_bfloat16' (float32 variables) and "
                 "convert afterwards.", stacklevel=2)
+        if tf.distribute.has_strategy() and self._distribute_strategy is None:
+            raise ValueError(
+                "This model was built outside the strategy.scope() it is compiled in; build "
+                "or load it inside the scope (its variables must be the strategy's)")
+        with self.distribute_strategy.scope():  # an optimizer made from a name belongs to it
+            optimizer = get_optimizer(optimizer, getattr(self.config, "model_type", None),
+                                      learning_rate)
+        if getattr(optimizer, "_distribution_strategy", self.distribute_strategy) is not (
+                self.distribute_strategy):
+            # Keras would count its steps once per replica (a schedule running too fast).
+            raise ValueError(
+                f"The optimizer {type(optimizer).__name__} was created outside the model's "
+                "strategy.scope(); create it inside the scope, or pass its name")
         if not self._trains_lm_head:
             # Encoder-only / headless models: plain Keras (custom heads, custom losses).
             return super().compile(
-                optimizer=get_optimizer(optimizer, getattr(self.config, "model_type", None),
-                                        learning_rate),
+                optimizer=optimizer,
                 loss=None if loss == "auto" else loss,
                 metrics=None if metrics == "auto" else metrics,
                 **kwargs,
@@ -183,20 +215,23 @@ class Seq2SeqTrainingMixin:
             if kwargs.get(unsupported) is not None:
                 raise ValueError(f"{unsupported} is not supported by seq2seq models")
 
-        optimizer = get_optimizer(
-            optimizer, getattr(self.config, "model_type", None), learning_rate
-        )
         if steps > 1 and getattr(optimizer, "gradient_accumulation_steps", None):
             raise ValueError(
                 "Use compile(gradient_accumulation_steps=...) or the optimizer's "
                 "gradient_accumulation_steps, not both"
             )
-        if getattr(optimizer, "global_clipnorm", None) is not None:
-            # Keras would clip each replica's partial gradient; clip the sum instead.
-            if global_clipnorm is not None:
-                raise ValueError("global_clipnorm is set both on the optimizer and in compile()")
-            global_clipnorm = optimizer.global_clipnorm
-            optimizer.global_clipnorm = None
+        # Keras would clip each replica's partial gradient; clip the sum instead.
+        clipping = {"global_clipnorm": global_clipnorm, "clipnorm": clipnorm,
+                    "clipvalue": clipvalue}
+        for name in clipping:
+            if getattr(optimizer, name, None) is not None:
+                if clipping[name] is not None:
+                    raise ValueError(f"{name} is set both on the optimizer and in compile()")
+                clipping[name] = getattr(optimizer, name)
+                setattr(optimizer, name, None)
+        chosen = [name for name, value in clipping.items() if value is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"Use one gradient clipping option, got {', '.join(chosen)}")
 
         if loss in ("auto", None):
             per_token_loss_fn = None
@@ -219,7 +254,7 @@ class Seq2SeqTrainingMixin:
             label_smoothing=float(label_smoothing),
             per_token_loss_fn=per_token_loss_fn,
             gradient_accumulation_steps=steps,
-            global_clipnorm=None if global_clipnorm is None else float(global_clipnorm),
+            **{name: None if value is None else float(value) for name, value in clipping.items()},
             ignore_pad_in_labels=bool(ignore_pad_in_labels),
         )
         super().compile(optimizer=optimizer, loss=None, metrics=metrics, **kwargs)
@@ -242,6 +277,8 @@ class Seq2SeqTrainingMixin:
                 "label_smoothing": options.label_smoothing,
                 "gradient_accumulation_steps": options.gradient_accumulation_steps,
                 "global_clipnorm": options.global_clipnorm,
+                "clipnorm": options.clipnorm,
+                "clipvalue": options.clipvalue,
                 "ignore_pad_in_labels": options.ignore_pad_in_labels,
                 # Keras losses serialise; a plain function is only kept by name.
                 "loss": keras.saving.serialize_keras_object(loss_fn) if loss_fn else None,
@@ -395,23 +432,41 @@ class Seq2SeqTrainingMixin:
             stand_in = tf.zeros([1, 1, self.config.vocab_size], tf.float32)
             metrics.build(labels[:1, :1], stand_in)
 
-    def _clip_global_norm(self, gradients):
-        clip_norm = self.training_options.global_clipnorm
-        if clip_norm is None:
+    def _clip_gradients(self, gradients):
+        """The replica's part of the clipped *global* gradient (replicas hold partial sums
+        of it, which the optimizer's all-reduce adds up)."""
+        options = self.training_options
+        if options.global_clipnorm is None and options.clipnorm is None and options.clipvalue is None:
             return gradients
-        # Under loss scaling the gradients are scaled too; so is the threshold.
-        threshold = tf.cast(clip_norm, tf.float32) * tf.cast(
-            self.optimizer.scale_loss(tf.constant(1.0)), tf.float32
-        )
+        # Under loss scaling the gradients are scaled too; so are the thresholds.
+        scale = tf.cast(self.optimizer.scale_loss(tf.constant(1.0)), tf.float32)
         present = [g for g in gradients if g is not None]
-        # The norm of the *global* gradient: replicas hold partial sums of it.
         context = tf.distribute.get_replica_context()
-        if context is not None and context.num_replicas_in_sync > 1:
+        replicas = 1 if context is None else context.num_replicas_in_sync
+        if replicas > 1:
             present = context.all_reduce(tf.distribute.ReduceOp.SUM, present)
-        # In float32: bfloat16 gradients (a bfloat16 model) would round the norm coarsely.
-        norm = tf.linalg.global_norm([tf.cast(g, tf.float32) for g in present])
-        factor = threshold / tf.maximum(norm, threshold)
-        return [_scale_gradient(g, factor) for g in gradients]
+        if options.global_clipnorm is not None:
+            threshold = options.global_clipnorm * scale
+            norm = tf.linalg.global_norm([_norm_values(g) for g in present])
+            factor = threshold / tf.maximum(norm, threshold)
+            return [_scale_gradient(g, factor) for g in gradients]
+        totals = iter(present)
+        clipped = []
+        for gradient in gradients:
+            if gradient is None:
+                clipped.append(None)
+                continue
+            total = next(totals)
+            if options.clipnorm is not None:  # a factor: each replica scales its part
+                threshold = options.clipnorm * scale
+                norm = tf.norm(_norm_values(total))
+                clipped.append(_scale_gradient(gradient, threshold / tf.maximum(norm, threshold)))
+            else:  # elementwise: each replica sends an equal share of the clipped sum
+                limit = options.clipvalue * scale
+                total = tf.cast(tf.convert_to_tensor(total), tf.float32)
+                share = tf.clip_by_value(total, -limit, limit) / replicas
+                clipped.append(tf.cast(share, gradient.dtype))
+        return clipped
 
     def train_step(self, data):
         if getattr(self, "head_screen", None) is not None:
@@ -442,7 +497,7 @@ class Seq2SeqTrainingMixin:
             gradients, loss_sum = self._accumulated_gradients(
                 inputs, labels, weights, global_count, variables, steps
             )
-        gradients = self._clip_global_norm(gradients)
+        gradients = self._clip_gradients(gradients)
         self.optimizer.apply(gradients, variables)
         # Token-weighted: at epoch end the (summed) tracker holds the exact token mean.
         self._loss_tracker.update_state(
