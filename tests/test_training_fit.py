@@ -172,6 +172,11 @@ def test_custom_per_token_loss():
     assert max_abs_diff(gradients_of_fit_step(model, batch, loss=per_token), expected) < 1e-6
     with pytest.raises(ValueError, match="loss must be"):
         model.compile(loss="mse")
+    # A Keras loss with its default reduction would average the ignored positions in.
+    reduced = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    with pytest.raises(ValueError, match=r"must return per-token losses \[batch, length\] "
+                                         r"\(a Keras loss needs reduction=None\)"):
+        gradients_of_fit_step(model, batch, loss=reduced)
 
 
 def test_mixed_bfloat16_training(report_figure):

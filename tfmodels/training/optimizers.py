@@ -25,6 +25,8 @@ warmup_init=False, clip_threshold=1.0, decay_rate=-0.8, beta_1=None)` — a cons
 M2M100's default is AdamW (fairseq's betas (0.9, 0.98)).
 """
 
+import re
+
 import keras
 import tensorflow as tf
 
@@ -32,12 +34,54 @@ import tensorflow as tf
 NO_DECAY_NAMES = ("bias", "gamma", "beta", "scale")
 
 
+class _NamedDecayExclusions:
+    """Optimizer mixin for `exclude_from_weight_decay(var_names=...)`:
+
+    * the names are matched against variable *paths* (Keras matches bare variable names),
+      as the reference's recipes match full parameter names: mT5's relative attention
+      bias, a variable named `embeddings`, is not decayed;
+    * they survive `get_config` (Keras leaves them out, so a run resumed from a `.keras`
+      file would start decaying biases and norm scales).
+
+    Excluded variable objects (`var_list=`) cannot be saved by name and are refused.
+    """
+
+    def _init_exclusions(self, names):
+        self._excluded_names = []
+        if names:
+            self.exclude_from_weight_decay(var_names=names)
+
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        if var_list:
+            raise ValueError(
+                f"tfmodels {type(self).__name__} excludes variables by name only "
+                "(var_names=...), so that a saved optimizer keeps the exclusion"
+            )
+        super().exclude_from_weight_decay(var_names=var_names)
+        self._excluded_names = list(var_names or [])
+
+    def _use_weight_decay(self, variable):
+        path = getattr(variable, "path", None) or variable.name
+        if self._excluded_names and re.search("|".join(self._excluded_names), path):
+            return False
+        return super()._use_weight_decay(variable)
+
+    def get_config(self):
+        config = super().get_config()
+        config["exclude_from_weight_decay_names"] = list(self._excluded_names)
+        return config
+
+
 @keras.saving.register_keras_serializable(package="tfmodels")
-class AdamW(keras.optimizers.AdamW):
-    """`keras.optimizers.AdamW` whose `exclude_from_weight_decay(var_names=...)` survives
-    `get_config`: Keras' leaves it out, so a run resumed from a `.keras` file would
-    start decaying biases and norm scales. (Excluded variable objects, `var_list`, cannot
-    be saved by name and are refused.)
+class AdamW(_NamedDecayExclusions, keras.optimizers.AdamW):
+    """`torch.optim.AdamW`'s update, with `_NamedDecayExclusions`.
+
+    Keras' Adam folds both bias corrections into the step size, which divides by
+    `sqrt(v) + epsilon` instead of torch's `sqrt(v_hat) + epsilon`: its epsilon acts
+    `1 / sqrt(1 - beta_2**t)` times larger (7x at step 1 with `beta_2=0.98`, still 1.1x
+    at step 100), so early updates of small-gradient weights come out several times
+    smaller than the reference recipes'. Here the update is torch's:
+    `lr * m_hat / (sqrt(v_hat) + epsilon)`, decoupled weight decay `lr * weight_decay * p`.
 
     Example:
     >>> optimizer = AdamW(learning_rate=1e-4, weight_decay=0.01)
@@ -49,32 +93,37 @@ class AdamW(keras.optimizers.AdamW):
 
     def __init__(self, *args, exclude_from_weight_decay_names=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self._excluded_names = []
-        if exclude_from_weight_decay_names:
-            self.exclude_from_weight_decay(var_names=exclude_from_weight_decay_names)
+        self._init_exclusions(exclude_from_weight_decay_names)
 
-    def exclude_from_weight_decay(self, var_list=None, var_names=None):
-        if var_list:
-            raise ValueError(
-                "tfmodels AdamW excludes variables by name only (var_names=...), so that "
-                "a saved optimizer keeps the exclusion"
-            )
-        super().exclude_from_weight_decay(var_names=var_names)
-        self._excluded_names = list(var_names or [])
-
-    def get_config(self):
-        config = super().get_config()
-        config["exclude_from_weight_decay_names"] = list(self._excluded_names)
-        return config
+    def update_step(self, gradient, variable, learning_rate):
+        ops = keras.ops
+        dtype = variable.dtype
+        index = self._get_variable_index(variable)
+        gradient = ops.cast(gradient, dtype)
+        step = ops.cast(self.iterations + 1, dtype)
+        first, second = self._momentums[index], self._velocities[index]
+        self.assign_add(first, ops.multiply(ops.subtract(gradient, first), 1 - self.beta_1))
+        self.assign_add(second, ops.multiply(ops.subtract(ops.square(gradient), second),
+                                             1 - self.beta_2))
+        if self.amsgrad:  # torch's: the running maximum of the raw second moment
+            largest = self._velocity_hats[index]
+            self.assign(largest, ops.maximum(largest, second))
+            second = largest
+        first_hat = ops.divide(first, 1 - ops.power(ops.cast(self.beta_1, dtype), step))
+        second_hat = ops.divide(second, 1 - ops.power(ops.cast(self.beta_2, dtype), step))
+        self.assign_sub(variable, ops.divide(
+            ops.multiply(first_hat, ops.cast(learning_rate, dtype)),
+            ops.add(ops.sqrt(second_hat), self.epsilon)))
 
 
 @keras.saving.register_keras_serializable(package="tfmodels")
-class Adafactor(keras.optimizers.Optimizer):
+class Adafactor(_NamedDecayExclusions, keras.optimizers.Optimizer):
     """Adafactor (Shazeer & Stern, 2018) with the reference's options.
 
     For a parameter `p` with gradient `g` at step `t` (1-based):
 
-    * step size `rho = learning_rate`, or with `relative_step`
+    * step size `rho = learning_rate` (default 1e-3), or with `relative_step` (which
+      refuses a `learning_rate`)
       `min(1e-6 * t if warmup_init else 1e-2, 1/sqrt(t))`; with `scale_parameter` it is
       multiplied by `max(epsilon_2, RMS(p))`;
     * `beta2_t = 1 - t ** decay_rate`; second moments of `g**2 + epsilon_1` are kept
@@ -94,7 +143,7 @@ class Adafactor(keras.optimizers.Optimizer):
 
     def __init__(
         self,
-        learning_rate=1e-3,
+        learning_rate=None,
         beta_1=None,
         decay_rate=-0.8,
         epsilon_1=1e-30,
@@ -104,14 +153,21 @@ class Adafactor(keras.optimizers.Optimizer):
         scale_parameter=False,
         warmup_init=False,
         weight_decay=0.0,
+        exclude_from_weight_decay_names=None,
         name="adafactor",
         **kwargs,
     ):
         if warmup_init and not relative_step:
             raise ValueError("Adafactor: warmup_init=True requires relative_step=True")
+        if relative_step and learning_rate is not None:
+            raise ValueError("Adafactor: relative_step=True computes the step size; leave "
+                             "learning_rate out (the reference refuses both too)")
         # Weight decay is applied inside `update_step` (scaled by the relative step, as
         # in the reference), so the base class's generic decay stays off.
+        if learning_rate is None:  # 1e-3: the T5 fine-tuning recipe's constant step
+            learning_rate = 0.0 if relative_step else 1e-3
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self._init_exclusions(exclude_from_weight_decay_names)
         self.beta_1 = beta_1
         self.decay_rate = decay_rate
         self.epsilon_1 = epsilon_1
@@ -206,6 +262,8 @@ class Adafactor(keras.optimizers.Optimizer):
 
     def get_config(self):
         config = super().get_config()
+        if self.relative_step:
+            config["learning_rate"] = None  # unused, and refused with relative_step
         config.update(
             beta_1=self.beta_1,
             decay_rate=self.decay_rate,

@@ -343,7 +343,13 @@ class Seq2SeqTrainingMixin:
         options = self.training_options
         safe_labels = tf.where(weights > 0, tf.cast(labels, tf.int32), tf.zeros_like(labels, tf.int32))
         if options.per_token_loss_fn is not None:
-            return tf.cast(options.per_token_loss_fn(safe_labels, logits), tf.float32)
+            losses = tf.convert_to_tensor(options.per_token_loss_fn(safe_labels, logits))
+            if losses.shape.rank != 2:
+                # A reduced (e.g. mean) loss would count the ignored positions as label 0.
+                raise ValueError(
+                    f"The custom loss returned shape {losses.shape}; it must return per-token "
+                    "losses [batch, length] (a Keras loss needs reduction=None)")
+            return tf.cast(losses, tf.float32)
         return token_cross_entropy(safe_labels, logits, options.label_smoothing)
 
     def _metric_labels(self, labels, weights):
