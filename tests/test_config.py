@@ -213,3 +213,26 @@ def test_a_keras_config_from_before_the_out_in_kernels_is_refused_by_name():
     del config["projection_kernel_layout"]
     with pytest.raises(ValueError, match="projection kernels 'in_out'.*save_pretrained"):
         M2M100ForConditionalGeneration.from_config(config)
+
+
+def test_reference_alias_keys_and_relative_bucket_limits():
+    """The reference's alias keys (its `attribute_map`) set the fields they stand for;
+    bucket settings the bucket function cannot work with are refused by name."""
+    from tfmodels import M2M100Config, MT5Config
+    from tfmodels.models.config_base import ConfigError
+
+    m2m100 = M2M100Config.from_dict({"model_type": "m2m_100", "num_attention_heads": 2,
+                                     "hidden_size": 16})
+    assert (m2m100.encoder_attention_heads, m2m100.d_model) == (2, 16)
+    assert "num_attention_heads" not in m2m100.to_dict()
+    mt5 = MT5Config.from_dict({"model_type": "mt5", "hidden_size": 16, "num_attention_heads": 2,
+                               "num_hidden_layers": 3, "head_dim": 8})
+    assert (mt5.d_model, mt5.num_heads, mt5.num_layers, mt5.d_kv) == (16, 2, 3, 8)
+    with pytest.raises(ConfigError, match="sets d_model=32 and its alias hidden_size=16"):
+        MT5Config.from_dict({"model_type": "mt5", "d_model": 32, "hidden_size": 16})
+    for buckets, distance in ((8, 3), (32, 16), (3, 128)):
+        with pytest.raises(ConfigError, match=f"relative_attention_num_buckets={buckets} and "
+                                              f"relative_attention_max_distance={distance}"):
+            MT5Config(relative_attention_num_buckets=buckets,
+                      relative_attention_max_distance=distance)
+    MT5Config(relative_attention_num_buckets=8, relative_attention_max_distance=5)

@@ -62,3 +62,49 @@ def test_a_missing_part_is_still_reported(tmp_path):
     encoder_only.save_pretrained(str(tmp_path / "encoder"))
     with pytest.raises(ValueError, match="missing"):
         MT5ForConditionalGeneration.from_pretrained(str(tmp_path / "encoder"))
+
+
+@pytest.mark.torch
+def test_mt5_task_head_checkpoints_load_into_the_encoder_and_bare_models(transformers, tmp_path):
+    """The reference's MT5ForSequenceClassification / ForTokenClassification (backbone under
+    `transformer.`) and ForQuestionAnswering checkpoints load into our encoder-only and
+    bare models, as into the reference's `MT5EncoderModel`; their head layers are left out."""
+    import torch
+
+    config = transformers.MT5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=24, num_layers=1,
+                                    num_heads=2, dropout_rate=0.0, num_labels=3)
+    ids = np.array([[5, 6, 7, 1], [8, 9, 1, 0]])
+    mask = (ids != 0).astype("int64")
+    for name in ("MT5ForSequenceClassification", "MT5ForTokenClassification",
+                 "MT5ForQuestionAnswering"):
+        torch.manual_seed(0)
+        directory = str(tmp_path / name)
+        getattr(transformers, name)(config).save_pretrained(directory)
+        reference = transformers.MT5EncoderModel.from_pretrained(directory).eval()
+        with torch.no_grad():
+            expected = reference(input_ids=torch.from_numpy(ids),
+                                 attention_mask=torch.from_numpy(mask)).last_hidden_state.numpy()
+        ours = MT5EncoderModel.from_pretrained(directory)
+        np.testing.assert_allclose(
+            ours(input_ids=ids, attention_mask=mask).last_hidden_state.numpy(), expected,
+            rtol=1e-5, atol=1e-6, err_msg=name)
+        if name != "MT5ForTokenClassification":  # the other two hold a decoder too
+            bare = MT5Model.from_pretrained(directory)
+            np.testing.assert_allclose(
+                bare(input_ids=ids, attention_mask=mask,
+                     decoder_input_ids=ids).encoder_last_hidden_state.numpy(),
+                expected, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_a_saved_head_names_its_own_architecture(tmp_path):
+    """`architectures` in config.json names the saving class (the reference's behaviour), so
+    `load_seq2seq_lm` and the reference's Auto classes read the right head."""
+    import json
+
+    from tfmodels.auto import load_seq2seq_lm
+
+    MT5EncoderModel.from_pretrained(FULL_MT5).save_pretrained(str(tmp_path / "encoder"))
+    with open(tmp_path / "encoder" / "config.json", encoding="utf-8") as handle:
+        assert json.load(handle)["architectures"] == ["MT5EncoderModel"]
+    MT5ForConditionalGeneration.from_pretrained(FULL_MT5).save_pretrained(str(tmp_path / "lm"))
+    assert type(load_seq2seq_lm(str(tmp_path / "lm"))) is MT5ForConditionalGeneration

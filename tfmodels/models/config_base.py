@@ -36,6 +36,8 @@ class PretrainedConfig:
     """
 
     model_type: ClassVar[str] = ""
+    # The reference's alias keys -> the fields they stand for (its `attribute_map`).
+    attribute_map: ClassVar[Dict[str, str]] = {}
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -89,6 +91,16 @@ class PretrainedConfig:
                 f"config.json has model_type={model_type!r}, but {cls.__name__} expects "
                 f"one of {sorted(cls.accepted_model_types())}"
             )
+        for alias, name in cls.attribute_map.items():
+            # The reference reads these alias keys as the fields they stand for.
+            if alias in values:
+                value = values.pop(alias)
+                if name in values and values[name] != value:
+                    raise ConfigError(
+                        f"config.json sets {name}={values[name]!r} and its alias "
+                        f"{alias}={value!r}; keep one"
+                    )
+                values[name] = value
         known = {name: values.pop(name) for name in cls.field_names() if name in values}
         values.pop("extra", None)
         return cls(**known, extra=values)
@@ -116,10 +128,13 @@ class PretrainedConfig:
         check_checkpoint_directory(directory)
         return cls.from_json_file(os.path.join(directory, CONFIG_NAME))
 
-    def save_pretrained(self, directory, weights_dtype=None):
+    def save_pretrained(self, directory, weights_dtype=None, architecture=None):
         """Writes `directory/config.json`; `weights_dtype` (e.g. `"float32"`) is written
-        as `dtype`, replacing the one (or the older `torch_dtype`) read with the config."""
+        as `dtype`, replacing the one (or the older `torch_dtype`) read with the config,
+        and `architecture` (the saving model's class name) as `architectures`."""
         values = self.to_dict()
+        if architecture is not None:
+            values["architectures"] = [architecture]
         if weights_dtype is not None:
             values.pop("torch_dtype", None)
             values["dtype"] = weights_dtype

@@ -172,6 +172,11 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
     hf_prefix = ""  # module prefix of the reference's backbone ("model." for M2M100 LMs)
     # Checkpoint tensors (names after `hf_prefix`) that the reference drops on load.
     hf_ignored_tensor_names = ()
+    # The reference's task heads we have no class for: their backbone's prefix in their
+    # checkpoints, and their own layers (which our heads, like the reference's base
+    # models, leave out when loading such a checkpoint).
+    hf_task_backbone_prefix = None
+    hf_task_head_prefixes = ()
     # Whether absolute positions count only non-pad tokens (M2M100's); a decoder prompt
     # with inner padding then positions its tokens by that count, not by cache slot.
     positions_skip_pad_tokens = False
@@ -873,10 +878,17 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         """Lets any head load a checkpoint written for another head of the same family,
         as the reference does: an encoder-only model takes the encoder of a full
         checkpoint, a bare model that of an LM checkpoint (and the other way round, where
-        the family prefixes its backbone with `model.`). Only the parts this class does not
-        have are dropped, and the family's `hf_ignored_tensor_names`; everything else stays
-        subject to the strict check."""
+        the family prefixes its backbone with `model.`), and of the reference's task heads
+        (`hf_task_backbone_prefix`, `hf_task_head_prefixes`). Only the parts this class
+        does not have are dropped, and the family's `hf_ignored_tensor_names`; everything
+        else stays subject to the strict check."""
         prefix = self.hf_prefix
+        task_heads = tuple(self.hf_task_head_prefixes)
+        backbone = self.hf_task_backbone_prefix
+        if backbone and any(name.startswith(backbone) for name in tensors) and all(
+                name.startswith((backbone, *task_heads)) for name in tensors):
+            tensors = {(name[len(backbone):] if name.startswith(backbone) else name): value
+                       for name, value in tensors.items()}
         names = list(tensors)
         if prefix and not any(name.startswith(prefix) for name in names):
             tensors = {
@@ -892,7 +904,7 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
             }
         ignored = {prefix + name for name in self.hf_ignored_tensor_names}
         tensors = {name: value for name, value in tensors.items() if name not in ignored}
-        absent_parts = []
+        absent_parts = list(task_heads)
         if self.decoder is None:
             absent_parts.append(prefix + "decoder.")
         if not self.has_lm_head:
@@ -959,7 +971,10 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         # `dtype` names the tensors written (transformers' `dtype="auto"` loads in it),
         # not the one the checkpoint was read from.
         weights_dtype = next(iter(tensors.values())).dtype.name
-        self.config.save_pretrained(directory, weights_dtype=weights_dtype)
+        # `architectures` names this head, as the reference writes it (a bare model saved
+        # from a full checkpoint is not a ...ForConditionalGeneration).
+        self.config.save_pretrained(directory, weights_dtype=weights_dtype,
+                                    architecture=type(self).__name__)
         if self.has_lm_head:
             self.generation_config.save_pretrained(directory)
         write_checkpoint(directory, tensors, max_shard_size=max_shard_size)

@@ -20,6 +20,7 @@ class M2M100Config(PretrainedConfig):
     """
 
     model_type = "m2m_100"
+    attribute_map = {"num_attention_heads": "encoder_attention_heads", "hidden_size": "d_model"}
 
     vocab_size: int = 128112
     max_position_embeddings: int = 1024

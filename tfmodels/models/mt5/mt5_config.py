@@ -33,6 +33,8 @@ class MT5Config(PretrainedConfig):
     """
 
     model_type = "mt5"
+    attribute_map = {"hidden_size": "d_model", "num_attention_heads": "num_heads",
+                     "num_hidden_layers": "num_layers", "head_dim": "d_kv"}
 
     vocab_size: int = 250112
     d_model: int = 512
@@ -80,6 +82,15 @@ class MT5Config(PretrainedConfig):
             "vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers",
             "num_heads", "relative_attention_num_buckets", "relative_attention_max_distance",
         )
+        buckets, distance = self.relative_attention_num_buckets, self.relative_attention_max_distance
+        if buckets < 4 or distance <= buckets // 2:
+            # The decoder's exact buckets are the first half; the log-spaced rest needs a
+            # larger distance to span (else bucket ids go negative or divide by zero).
+            raise ConfigError(
+                f"MT5Config: relative_attention_num_buckets={buckets} and "
+                f"relative_attention_max_distance={distance} do not fit: need at least 4 "
+                "buckets and a max distance above half the buckets"
+            )
         self._require_probability("dropout_rate", "classifier_dropout")
         if not isinstance(self.layer_norm_epsilon, (int, float)) or self.layer_norm_epsilon <= 0:
             raise ConfigError(f"MT5Config.layer_norm_epsilon must be > 0, got {self.layer_norm_epsilon!r}")

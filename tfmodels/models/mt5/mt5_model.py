@@ -23,6 +23,10 @@ class MT5Family(Seq2SeqModelBase):
     # Checkpoints saved by transformers before 4.0 hold a cross-attention position
     # bias that no T5 layer reads.
     hf_ignored_tensor_names = ("decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",)
+    # MT5ForSequenceClassification / ForTokenClassification (backbone under `transformer.`)
+    # and ForQuestionAnswering.
+    hf_task_backbone_prefix = "transformer."
+    hf_task_head_prefixes = ("classification_head.", "classifier.", "qa_outputs.")
 
     def stack_kwargs(self, is_decoder):
         config = self.config
