@@ -530,6 +530,29 @@ def test_generate_graph_exports_to_a_saved_model(models, golden, tmp_path):
                                           f"SavedModel, {rows} rows", check_scores=False)
 
 
+def test_compiled_searches_are_never_evicted_and_a_growing_cache_is_named(models, golden,
+                                                                         monkeypatch):
+    """TensorFlow keeps every XLA program until the process ends: evicting a search would
+    only compile (and hold) it again. The cache keeps them all and warns as it grows."""
+    import importlib
+
+    generate_module = importlib.import_module("tfmodels.generation.generate")
+
+    model = models["mt5"]
+    input_ids, attention_mask = _inputs(golden, "mt5")
+    generate_module.clear_compiled_functions(model)
+    model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=2, jit_compile=False)
+    cache = compiled_functions(model)
+    (plan, jit_compile), first = next(iter(cache.items()))
+    monkeypatch.setattr(generate_module, "COMPILED_SEARCHES_WARNING", 32)
+    with pytest.warns(UserWarning, match=r"now has 32 compiled searches .* until the process"):
+        for batch in range(1000, 1040):  # creating them traces nothing
+            generate_module._compiled_search(
+                model, dataclasses.replace(plan, batch_size=batch), jit_compile)
+    assert len(cache) == 41 and cache[(plan, jit_compile)] is first
+    generate_module.clear_compiled_functions(model)
+
+
 def test_generate_graph_takes_the_configs_forced_bos_and_checks_the_prompt(models, golden):
     """Left out, `forced_bos_token_id` is the generation config's (as in `generate`); a
     prompt without the start token, which `generate_graph` cannot prepend, and an option

@@ -380,12 +380,14 @@ def test_quantise_refuses_training_and_removing_restores_the_float_model(family)
 
 @pytest.mark.parametrize("mode,how", [
     ("int8", "hf_state_dict"), ("int8_dynamic", "hf_state_dict"), ("int8", "load_weights"),
+    ("int8", "float_list"),
     pytest.param("int8_dynamic", "load_weights", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_loading_new_weights_quantises_them_again(family, mode, how, tmp_path):
-    """`load_hf_state_dict`, or `load_weights` of a file saved from a float model, into a
-    quantised model: the int8 copies follow the new weights (as if the model had been
-    quantised after loading), not the ones they were made from."""
+    """`load_hf_state_dict`, `load_weights` of a file saved from a float model, or
+    `set_weights` of a float model's `get_weights()`, into a quantised model: the int8
+    copies follow the new weights (as if the model had been quantised after loading), not
+    the ones they were made from."""
     model = small_model(family, seed=0)
     source = small_model(family, seed=1)
     model.quantize_weights(mode)
@@ -393,6 +395,8 @@ def test_loading_new_weights_quantises_them_again(family, mode, how, tmp_path):
     stale = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=5).numpy()
     if how == "hf_state_dict":
         model.load_hf_state_dict(source.hf_state_dict())
+    elif how == "float_list":
+        model.set_weights(source.get_weights())
     else:
         source.save_weights(str(tmp_path / "float.weights.h5"))
         model.load_weights(str(tmp_path / "float.weights.h5"))

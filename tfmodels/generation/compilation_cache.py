@@ -9,6 +9,11 @@ process that compiles the same plan for the same model architecture. Weights are
 of the compiled program, so a cache stays valid when they change (fine-tuning, another
 checkpoint of the same config).
 
+The key includes the traced function's name, which TensorFlow numbers in the order a
+process traces functions: a later process hits the cache only where it traces the same
+functions in the same order (a fixed warm-up sequence at start-up, before other
+`tf.function`s; `tfmodels translate` always traces in the same order).
+
 TensorFlow reads the setting (`TF_XLA_FLAGS=--tf_xla_persistent_cache_directory=DIR`)
 once, when it runs its first op. `use_persistent_compilation_cache(DIR)` sets it and then
 checks that it took effect; run it before any TensorFlow op, or set the variable in the

@@ -1,12 +1,20 @@
-"""`generate`: input checks, shape buckets and an LRU cache of compiled search functions.
+"""`generate`: input checks, shape buckets and a cache of compiled search functions.
 
 A call pads its batch and source length up to a bucket (1, 2, 3, 4, 6, 8, 12, 16, 24, ...:
 powers of two and their midpoints, so padding wastes at most a third), and the KV cache
 to a bucket of `max_length - 1` (the token buffer is one longer: its last token is never
 fed back). Each `(bucket, static options)` pair is compiled once, from traces kept in a
-per-model LRU cache, so a long-running process compiles a bounded number of programs
+per-model cache, so a long-running process compiles a bounded number of programs
 whatever lengths it sees. Run-time options (lengths, penalties, temperature, seed,
 forced BOS ids) are tensors and never recompile.
+
+Nothing is evicted: TensorFlow keeps every XLA program it compiled until the process ends
+(it has no way to drop one), so a search dropped and traced again would only compile and
+hold its program a second time. For the same reason clearing the cache, a new model, and
+`quantize_weights` / `enable_head_screening` (which clear it) add programs rather than
+replace them. A warning names the count when a model's cache grows past
+`COMPILED_SEARCHES_WARNING` (static options such as `num_beams`, `top_k`,
+`no_repeat_ngram_size`, `suppress_tokens` or EOS ids each add plans).
 
 A search's first source bucket (for one batch bucket, KV-cache bucket and static options)
 is traced with its static shapes. A second source bucket gets a trace that leaves the
@@ -25,6 +33,7 @@ import collections
 import dataclasses
 import functools
 import threading
+import warnings
 import weakref
 
 import numpy as np
@@ -41,8 +50,8 @@ from tfmodels.generation.options import (
 )
 from tfmodels.models.outputs import ModelOutput
 
-# How many compiled searches one model keeps (least recently used ones are dropped).
-MAX_CACHED_FUNCTIONS = 32
+# Compiled searches per model past which `generate` warns (and again at each doubling).
+COMPILED_SEARCHES_WARNING = 64
 MIN_SOURCE_BUCKET = 8
 MIN_BUFFER_BUCKET = 8
 
@@ -79,7 +88,8 @@ def trace_count():
 
 def compiled_functions(model):
     """The model's cache of compiled searches: an OrderedDict keyed by
-    `(SearchPlan, jit_compile)`, most recently used last."""
+    `(SearchPlan, jit_compile)`, most recently used last (nothing is evicted; see the
+    module docstring)."""
     with _cache_lock:
         return _function_caches.setdefault(model, collections.OrderedDict())
 
@@ -124,8 +134,14 @@ def _compiled_search(model, plan, jit_compile):
     )
     with _cache_lock:
         cache[key] = function
-        while len(cache) > MAX_CACHED_FUNCTIONS:
-            cache.popitem(last=False)
+        count = len(cache)
+    if count >= COMPILED_SEARCHES_WARNING and count & (count - 1) == 0:  # 64, 128, ...
+        warnings.warn(
+            f"{type(model).__name__} now has {count} compiled searches (one per batch, "
+            "source and length bucket and set of static options such as num_beams, top_k, "
+            "no_repeat_ngram_size, suppress_tokens, eos_token_id); each keeps its XLA "
+            "program in memory until the process ends. Vary fewer static options per "
+            "model.", stacklevel=3)
     return function
 
 
