@@ -105,4 +105,3 @@ def text_output_suppress_tokens(model, tokenizer, requested=None):
         requested = model.generation_config.suppress_tokens
     undecodable = undecodable_token_ids(tokenizer, model.config.vocab_size)
     return sorted(set(undecodable) | set(int(token) for token in requested or ()))
-

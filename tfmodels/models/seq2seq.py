@@ -19,8 +19,8 @@ from tfmodels.layers.dense import (
     Dense,
     check_weight_quantization_mode,
 )
-from tfmodels.layers.int8_matrix import (Int8Matrix, attach_int8_matrix, attach_sublayer,
-                                         detach_sublayer, weights_file_may_lack_copies)
+from tfmodels.layers.int8_matrix import (attach_int8_matrix, attach_sublayer, detach_sublayer,
+                                         weights_file_may_lack_copies)
 from tfmodels.layers.relative_position_bias import RelativePositionBias
 from tfmodels.layers.shapes import dimension
 from tfmodels.layers.rms_norm import RMSNorm
@@ -712,10 +712,8 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         """Keras' `set_weights`, then `remake_weight_copies()` (the copies follow the float
         weights, whatever the list held for them). A list of the float weights alone (the
         `get_weights()` of a model without int8 copies or a head screen) is taken too."""
-        from tfmodels.layers.screened_head import ScreenedHead
-
-        copies = {id(variable) for layer in self._flatten_layers()
-                  if isinstance(layer, (Int8Matrix, ScreenedHead)) for variable in layer.weights}
+        copy_layers = self.int8_matrices() + [self.head_screen] * (self.head_screen is not None)
+        copies = {id(variable) for layer in copy_layers for variable in layer.weights}
         float_weights = [variable for variable in self.weights if id(variable) not in copies]
         if copies and len(weights) == len(float_weights):
             for variable, value in zip(float_weights, weights):
