@@ -712,7 +712,9 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
         """Keras' `set_weights`, then `remake_weight_copies()` (the copies follow the float
         weights, whatever the list held for them). A list of the float weights alone (the
         `get_weights()` of a model without int8 copies or a head screen) is taken too."""
-        copy_layers = self.int8_matrices() + [self.head_screen] * (self.head_screen is not None)
+        copy_layers = self.int8_matrices()
+        if self.head_screen is not None:
+            copy_layers.append(self.head_screen)
         copies = {id(variable) for layer in copy_layers for variable in layer.weights}
         float_weights = [variable for variable in self.weights if id(variable) not in copies]
         if copies and len(weights) == len(float_weights):
