@@ -1,5 +1,7 @@
 """Model outputs that read like the reference's: `out.logits` and `out["logits"]` both work."""
 
+import optree  # Keras' own structure library (a Keras dependency)
+
 
 class ModelOutput(dict):
     """A dict whose keys are also attributes; absent optional outputs read as None.
@@ -21,3 +23,16 @@ class ModelOutput(dict):
     def to_tuple(self):
         """Values in insertion order, skipping absent ones."""
         return tuple(value for value in self.values() if value is not None)
+
+
+def _flatten_model_output(output):
+    keys = sorted(output)  # as Keras flattens a dict
+    return [output[key] for key in keys], keys, keys
+
+
+# Keras walks structures with optree in its own namespace, where an unregistered dict
+# subclass is one opaque leaf: functional models, `fit` losses and `predict` could not
+# see the tensors inside.
+optree.register_pytree_node(
+    ModelOutput, _flatten_model_output,
+    lambda keys, values: ModelOutput(zip(keys, values)), namespace="keras")

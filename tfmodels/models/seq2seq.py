@@ -57,6 +57,10 @@ def as_id_tensor(name, value, required=True, vocab_size=None):
         if array.dtype == object or array.dtype.kind not in ("iub" if is_mask else "iu"):
             raise TypeError(f"{name} must hold {content}, got an array of dtype {array.dtype}")
         value = tf.convert_to_tensor(array)
+    if value.dtype.is_floating and _in_keras_symbolic_build():
+        # Keras rebuilds a saved model around ours by calling it on float32 placeholders
+        # (only shapes matter there); refusing them would leave the outer model unbuilt.
+        value = tf.cast(value, tf.int32)
     if not (value.dtype.is_integer or (is_mask and value.dtype == tf.bool)):
         raise TypeError(f"{name} must hold {content}, got dtype {value.dtype.name}")
     rank = value.shape.rank
@@ -72,6 +76,15 @@ def as_id_tensor(name, value, required=True, vocab_size=None):
     if vocab_size is not None:
         value = _checked_id_range(name, value, vocab_size)
     return tf.cast(value, tf.int32)
+
+
+def _in_keras_symbolic_build():
+    """True inside Keras' symbolic calls (shape inference on placeholders)."""
+    try:
+        from keras.src.backend.common.symbolic_scope import in_symbolic_scope
+    except ImportError:  # a Keras without it: float ids stay refused
+        return False
+    return in_symbolic_scope()
 
 
 def _checked_id_range(name, ids, vocab_size):
@@ -134,8 +147,14 @@ def masked_token_loss(labels, logits):
 
 
 def _unpack_inputs(input_ids, kwargs):
-    """Lets `model(dict_of_inputs)` (what Keras `fit` does) mean `model(**dict_of_inputs)`."""
+    """Lets `model(dict_of_inputs)` (what Keras `fit` does) mean `model(**dict_of_inputs)`;
+    a key that is no input is refused, as a misspelt keyword argument is."""
     if isinstance(input_ids, dict):
+        unknown = sorted(set(input_ids) - {"input_ids", *kwargs})
+        if unknown:
+            raise TypeError(
+                f"Unexpected model inputs {unknown}; the inputs are "
+                f"{', '.join(['input_ids', *kwargs])}")
         merged = dict(input_ids)
         merged.update({key: value for key, value in kwargs.items() if value is not None})
         return merged.pop("input_ids", None), merged
@@ -374,6 +393,34 @@ class Seq2SeqModelBase(Seq2SeqTrainingMixin, keras.Model):
 
     def get_build_config(self):
         return {}
+
+    def serving_input_signature(self):
+        """`{name: TensorSpec([None, None], int32)}` of a forward call's token inputs: what
+        `model.export(path)` and `tf.saved_model.save(model, path)` serve by default
+        (text in, generated text out: `savedmodel/`)."""
+        names = ["input_ids", "attention_mask"]
+        if self.decoder is not None:
+            names.append("decoder_input_ids")
+        return {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in names}
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
+               **kwargs):
+        # Built at construction, the model has no recorded call shapes for Keras to use.
+        if input_signature is None and format == "tf_saved_model":
+            input_signature = [self.serving_input_signature()]
+        return super().export(filepath, format=format, verbose=verbose,
+                              input_signature=input_signature, **kwargs)
+
+    @property
+    def _default_save_signature(self):
+        """`tf.saved_model.save(model, path)`'s `serving_default`: the forward pass on
+        `serving_input_signature()` (Keras would find no recorded call shapes)."""
+
+        @tf.function(input_signature=[self.serving_input_signature()])
+        def serving_default(inputs):
+            return {key: value for key, value in self(inputs).items() if value is not None}
+
+        return serving_default
 
     def build_from_config(self, config):
         self.build()

@@ -287,11 +287,13 @@ class Seq2SeqTrainingMixin:
 
     def compile_from_config(self, config):
         config = dict(config)
-        options = dict(config.pop("tfmodels_training", None) or {})
+        options = config.pop("tfmodels_training", None)
         config = keras.saving.deserialize_keras_object(config)
-        loss = options.pop("loss", None)
-        config["loss"] = keras.saving.deserialize_keras_object(loss) if loss else "auto"
-        self.compile(**config, **options)
+        if options is not None:  # a model trained with the LM loss (else plain Keras')
+            options = dict(options)
+            loss = options.pop("loss", None)
+            config["loss"] = keras.saving.deserialize_keras_object(loss) if loss else "auto"
+        self.compile(**config, **(options or {}))
 
     @property
     def _trains_lm_head(self):
