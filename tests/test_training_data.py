@@ -165,3 +165,61 @@ def test_bucket_padding_refuses_lengths_past_the_last_boundary(t5_tokenizer, len
     with pytest.raises(ValueError, match="pad_to_bucket_boundary=True needs every example"):
         seq2seq_dataset((["a"], ["b"]), t5_tokenizer, batch_size=2, pad_to_bucket_boundary=True,
                         **lengths)
+
+
+def test_token_budget_holds_past_the_last_bucket_boundary(corpus, t5_tokenizer):
+    """Rows longer than the last boundary (up to the maximum lengths) still get batches
+    within `max_tokens` (they were sized for twice the last boundary)."""
+    sources, targets = corpus
+    long_sources = [" ".join(sources[i:i + 6]) for i in range(0, 120, 6)]
+    long_targets = [" ".join(targets[i:i + 6]) for i in range(0, 120, 6)]
+    dataset = seq2seq_dataset((long_sources, long_targets), t5_tokenizer, max_tokens=256,
+                              bucket_boundaries=[8, 16, 32], max_source_length=128,
+                              max_target_length=128)
+    widths = []
+    for batch in dataset:
+        width = max(batch["input_ids"].shape[1], batch["labels"].shape[1])
+        widths.append(width)
+        assert batch["input_ids"].shape[0] * width <= 256
+    assert max(widths) > 64  # the overflow bucket was exercised
+    with pytest.raises(ValueError, match="max_tokens needs max_source_length and max_target_length"):
+        seq2seq_dataset((sources, targets), t5_tokenizer, max_tokens=256, max_target_length=None)
+
+
+def test_unbounded_lengths_truncate_at_the_tokenizers_maximum(m2m100_tokenizer):
+    """`max_source_length=None` truncates at `model_max_length`, as the reference's
+    `tokenizer(..., truncation=True, max_length=None)` and `seq2seq_eval_dataset` do."""
+    limit = int(m2m100_tokenizer.model_max_length)
+    text = " ".join(["hello"] * (limit + 50))
+    batch = next(iter(seq2seq_dataset(([text], [text]), m2m100_tokenizer, batch_size=1,
+                                      max_source_length=None, max_target_length=None,
+                                      bucket_boundaries=[8], src_lang="en", tgt_lang="de")))
+    assert batch["input_ids"].shape[1] == limit and batch["labels"].shape[1] == limit
+
+
+@pytest.mark.parametrize("data, message", [
+    ([("Hello", "Hallo"), ("World", "Welt")], r"tuple\(zip\(\*pairs\)\)"),
+    (("Hi", "Yo"), "two sequences of strings"),
+    ([("a", "b"), ("c", "d"), ("e", "f")], "two sequences of strings"),
+])
+def test_pairs_in_the_wrong_shape_are_refused(t5_tokenizer, data, message):
+    with pytest.raises(ValueError, match=message):
+        seq2seq_dataset(data, t5_tokenizer, batch_size=2)
+
+
+def test_arguments_and_columns_are_checked(t5_tokenizer, m2m100_tokenizer):
+    pairs = (["a", "b"], ["x", "y"])
+    for kwargs, message in ((dict(batch_size=0), "batch_size must be a positive integer, got 0"),
+                            (dict(batch_size=2.5), "batch_size must be a positive integer"),
+                            (dict(max_tokens=0), "max_tokens must be a positive integer"),
+                            (dict(batch_size=2, max_source_length=0), "max_source_length"),
+                            (dict(batch_size=2, bucket_boundaries=[16, 16]), "increasing positive"),
+                            (dict(batch_size=2, repeat=True, shuffle_buffer=8), "needs a seed")):
+        with pytest.raises(ValueError, match=message):
+            seq2seq_dataset(pairs, t5_tokenizer, **kwargs)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got None"):
+        seq2seq_eval_dataset(pairs, t5_tokenizer, batch_size=None)
+    columns = tf.data.Dataset.from_tensor_slices({"source": ["Hello"], "target": ["Hallo"],
+                                                  "source_lang": ["en"], "id": [7]})
+    with pytest.warns(UserWarning, match=r"text columns \['source_lang'\] are not read"):
+        seq2seq_dataset(columns, m2m100_tokenizer, batch_size=1, src_lang="en", tgt_lang="de")

@@ -22,6 +22,9 @@ M2M100 takes the language pair from the call (`src_lang="en", tgt_lang="de"`) or
 example from dict elements `{"source", "target", "src_lang", "tgt_lang"}`.
 """
 
+import numbers
+import warnings
+
 import tensorflow as tf
 
 from tfmodels.training.losses import IGNORE_INDEX
@@ -50,7 +53,16 @@ def _as_example_dataset(data):
         if isinstance(data, dict):
             data = tf.data.Dataset.from_tensor_slices(dict(data))
         else:
-            sources, targets = (list(texts) for texts in data)
+            pair = list(data)
+            # A list of (source, target) tuples is the shape people mean by "pairs".
+            pairs_list = isinstance(data, list) and all(isinstance(p, tuple) for p in pair)
+            if len(pair) != 2 or pairs_list or any(
+                    isinstance(texts, (str, bytes)) for texts in pair) or not all(
+                    isinstance(text, (str, bytes)) for texts in pair for text in texts):
+                raise ValueError(
+                    "give (sources, targets): two sequences of strings (a list of "
+                    "(source, target) pairs becomes that with tuple(zip(*pairs)))")
+            sources, targets = (list(texts) for texts in pair)
             if not sources or len(sources) != len(targets):
                 raise ValueError(f"(sources, targets) need the same, non-zero number of texts; "
                                  f"got {len(sources)} sources and {len(targets)} targets")
@@ -60,6 +72,12 @@ def _as_example_dataset(data):
         missing = {SOURCE_KEY, TARGET_KEY} - set(spec)
         if missing:
             raise ValueError(f"dataset dicts need keys {sorted(missing)}; got {sorted(spec)}")
+        ignored = sorted(key for key, value in spec.items()
+                         if key not in (SOURCE_KEY, TARGET_KEY, *_OPTIONAL_TEXT_KEYS)
+                         and value.dtype == tf.string)
+        if ignored:  # e.g. a misspelt "source_lang": the call's languages would apply
+            warnings.warn(f"text columns {ignored} are not read (the columns read are "
+                          f"source, target, {', '.join(_OPTIONAL_TEXT_KEYS)})", stacklevel=3)
         return data
     if isinstance(spec, tuple) and len(spec) == 2:
         return data.map(lambda source, target: {SOURCE_KEY: source, TARGET_KEY: target})
@@ -85,14 +103,13 @@ def tokenize_examples(tokenizer, examples, *, max_source_length=None, max_target
         value = examples.get(name, default)
         if value is not None:
             language_args[name] = value
+    # A None length truncates at the tokenizer's `model_max_length`, as the reference's.
     source_ids = tokenizer(
-        sources, padding=False, truncation=max_source_length is not None,
-        max_length=max_source_length, **language_args,
+        sources, padding=False, truncation=True, max_length=max_source_length, **language_args,
     )["input_ids"]
     target_ids = tokenizer(
-        text_target=examples[TARGET_KEY], padding=False,
-        truncation=max_target_length is not None, max_length=max_target_length,
-        **language_args,
+        text_target=examples[TARGET_KEY], padding=False, truncation=True,
+        max_length=max_target_length, **language_args,
     )["input_ids"]
     return {"input_ids": tf.cast(source_ids, tf.int32), "labels": tf.cast(target_ids, tf.int32)}
 
@@ -127,8 +144,11 @@ def seq2seq_dataset(
         tokenizer: an in-graph tokenizer (`T5Tokenizer`, `M2M100Tokenizer`).
         batch_size: sequences per batch (every bucket), or
         max_tokens: a token budget per batch: a bucket with bound `L` gets
-            `max_tokens // L` sequences (rounded down to `batch_multiple`).
-        max_source_length, max_target_length: truncation lengths (special tokens kept).
+            `max_tokens // L` sequences, rounded down to a multiple of `batch_multiple`
+            but at least `batch_multiple` (a bucket too long for that exceeds the
+            budget). Needs both maximum lengths (they bound the last bucket).
+        max_source_length, max_target_length: truncation lengths (special tokens kept);
+            None truncates at the tokenizer's `model_max_length`, as the reference.
         task_prefix: mT5 task prefix prepended to every source (unless an example has
             its own `prefix`).
         src_lang, tgt_lang: M2M100 language pair for every example (unless given per
@@ -141,10 +161,12 @@ def seq2seq_dataset(
             lengths, below the last boundary.
         batch_multiple: round bucket batch sizes down to a multiple of this (e.g.
             replicas x gradient accumulation steps).
-        shuffle_buffer, seed: shuffle raw examples before tokenizing.
+        shuffle_buffer, seed: shuffle raw examples before tokenizing. Give a seed when
+            several processes must see one order (several workers, resume).
         repeat: an endless stream (`repeat` then `shuffle` without reshuffling), so the
             order is the same in every process: required for exact resume (train with
-            `steps_per_epoch`; see `tfmodels.training.BackupAndRestore`).
+            `steps_per_epoch`; see `tfmodels.training.BackupAndRestore`). With
+            `shuffle_buffer` it needs a `seed`.
         drop_remainder: drop each bucket's last partial batch (static batch size).
         tokenize_batch_size: strings tokenized per call (vectorised tokenization).
 
@@ -154,13 +176,30 @@ def seq2seq_dataset(
     """
     if (batch_size is None) == (max_tokens is None):
         raise ValueError("give exactly one of batch_size or max_tokens")
+    for name, value, allow_none in (
+            ("batch_size", batch_size, True), ("max_tokens", max_tokens, True),
+            ("max_source_length", max_source_length, True),
+            ("max_target_length", max_target_length, True),
+            ("batch_multiple", batch_multiple, False),
+            ("tokenize_batch_size", tokenize_batch_size, False)):
+        _check_positive_int(name, value, allow_none)
+    if max_tokens is not None and not (max_source_length and max_target_length):
+        raise ValueError("max_tokens needs max_source_length and max_target_length (they "
+                         "bound the longest bucket's batches)")
+    if repeat and shuffle_buffer and seed is None:
+        raise ValueError("repeat=True with shuffle_buffer needs a seed: the stream must be "
+                         "the same in every process (resume, several workers)")
     pad_id = int(tokenizer.pad_token_id)
     longest = int(max(max_source_length or 0, max_target_length or 0))
     if bucket_boundaries is None:
         if not longest:
             raise ValueError("bucket_boundaries are needed without maximum lengths")
         bucket_boundaries = default_bucket_boundaries(longest)
-    bucket_boundaries = sorted(int(b) for b in bucket_boundaries)
+    bucket_boundaries = [int(b) for b in bucket_boundaries]
+    if not bucket_boundaries or bucket_boundaries[0] < 1 or any(
+            a >= b for a, b in zip(bucket_boundaries, bucket_boundaries[1:])):
+        raise ValueError(f"bucket_boundaries must be increasing positive lengths, got "
+                         f"{bucket_boundaries}")
     if pad_to_bucket_boundary and not (
             max_source_length and max_target_length and longest < bucket_boundaries[-1]):
         # tf.data would fail on the first longer example, mid-epoch, with its own message.
@@ -168,8 +207,9 @@ def seq2seq_dataset(
             "pad_to_bucket_boundary=True needs every example shorter than the largest bucket "
             f"boundary ({bucket_boundaries[-1]}): set max_source_length and max_target_length "
             f"below it (got {max_source_length} and {max_target_length})")
-    # bucket_by_sequence_length wants len(boundaries) + 1 batch sizes (last: overflow).
-    bounds = bucket_boundaries + [bucket_boundaries[-1] * 2]
+    # bucket_by_sequence_length wants len(boundaries) + 1 batch sizes (last: overflow,
+    # whose examples are as long as the longest maximum length).
+    bounds = bucket_boundaries + [max(longest, bucket_boundaries[-1])]
     if max_tokens is not None:
         sizes = [max(int(max_tokens) // bound, 1) for bound in bounds]
     else:
@@ -223,6 +263,13 @@ def seq2seq_dataset(
     return batched.prefetch(tf.data.AUTOTUNE)
 
 
+def _check_positive_int(name, value, allow_none=True):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def seq2seq_eval_dataset(data, tokenizer, *, batch_size=16, max_source_length=128,
                          task_prefix=None, src_lang=None, tgt_lang=None):
     """Batches for `GenerationEvalCallback`: `input_ids`, `attention_mask`, the raw target
@@ -246,6 +293,8 @@ def seq2seq_eval_dataset(data, tokenizer, *, batch_size=16, max_source_length=12
     >>> batch["forced_bos_token_id"].numpy().tolist() == [tokenizer.get_lang_id("de")] * 2
     True
     """
+    _check_positive_int("batch_size", batch_size, allow_none=False)
+    _check_positive_int("max_source_length", max_source_length)
     examples = _as_example_dataset(data)
     is_m2m100 = hasattr(tokenizer, "get_lang_id")
 
