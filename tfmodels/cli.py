@@ -292,8 +292,7 @@ def cmd_translate(args):
     _search_beams(args, translator, "translate")
     nonblank = [text for text in texts if text.strip()]
     translated = []
-    # Batches of --batch-size texts: memory stays bounded for long inputs, and outputs
-    # appear as they are done.
+    # Batches of --batch-size texts: memory stays bounded for long inputs.
     for start in range(0, len(nonblank), args.batch_size):
         translated += translator.translate(nonblank[start:start + args.batch_size],
                                            src=args.src, tgt=args.tgt,
