@@ -29,7 +29,6 @@ instead of 1,273 graph ops), which made the first call of an open trace 0.2-0.3 
 for mt5-small at batch 1; the second bucket pays that. Later calls take as long either way.
 """
 
-import collections
 import dataclasses
 import functools
 import threading
@@ -55,7 +54,7 @@ COMPILED_SEARCHES_WARNING = 64
 MIN_SOURCE_BUCKET = 8
 MIN_BUFFER_BUCKET = 8
 
-_function_caches = weakref.WeakKeyDictionary()  # model -> OrderedDict(key -> tf.function)
+_function_caches = weakref.WeakKeyDictionary()  # model -> {key: tf.function}
 _cache_lock = threading.Lock()
 _trace_count = [0]
 
@@ -87,11 +86,10 @@ def trace_count():
 
 
 def compiled_functions(model):
-    """The model's cache of compiled searches: an OrderedDict keyed by
-    `(SearchPlan, jit_compile)`, most recently used last (nothing is evicted; see the
-    module docstring)."""
+    """The model's cache of compiled searches: a dict keyed by `(SearchPlan, jit_compile)`,
+    in the order they were made (nothing is evicted; see the module docstring)."""
     with _cache_lock:
-        return _function_caches.setdefault(model, collections.OrderedDict())
+        return _function_caches.setdefault(model, {})
 
 
 def clear_compiled_functions(model=None):
@@ -114,7 +112,6 @@ def _compiled_search(model, plan, jit_compile):
         for key in ((plan, jit_compile), (open_plan, jit_compile)):
             function = cache.get(key)
             if function is not None:
-                cache.move_to_end(key)
                 return function
         if any(jit == jit_compile and dataclasses.replace(traced, source_length=None) == open_plan
                for traced, jit in cache):

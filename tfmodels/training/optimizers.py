@@ -25,8 +25,6 @@ warmup_init=False, clip_threshold=1.0, decay_rate=-0.8, beta_1=None)` — a cons
 M2M100's default is AdamW (fairseq's betas (0.9, 0.98)).
 """
 
-import re
-
 import keras
 import tensorflow as tf
 
@@ -61,8 +59,9 @@ class _NamedDecayExclusions:
         self._excluded_names = list(var_names or [])
 
     def _use_weight_decay(self, variable):
-        path = getattr(variable, "path", None) or variable.name
-        if self._excluded_names and re.search("|".join(self._excluded_names), path):
+        # The pattern Keras compiled from the names, matched against the whole path.
+        pattern = getattr(self, "_exclude_from_weight_decay_pattern", None)
+        if pattern is not None and pattern.search(getattr(variable, "path", None) or variable.name):
             return False
         return super()._use_weight_decay(variable)
 
